@@ -1,0 +1,41 @@
+# Two entry points (see README): `make serve` and `make test`. Everything else is a step of those.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# This machine takes the local CPU wheel for this pin; on a Linux CUDA machine the same pin pulls the CUDA build.
+TORCH ?= torch==2.13.0
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: install serve build-default test lint test-slow bench clean
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check "$(TORCH)"
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[dev]"
+	touch $@
+
+install: $(BIN)/.installed
+
+build-default: install
+	$(BIN)/triage build-default --if-missing
+
+serve: build-default
+	$(BIN)/triage serve --host $(HOST) --port $(PORT)
+
+lint: install
+	$(BIN)/ruff check app models router tests
+	$(BIN)/ruff format --check app models router tests
+	$(BIN)/mypy app models router tests
+
+test: lint
+	$(BIN)/pytest -q
+
+test-slow: install
+	$(BIN)/pytest -q -m slow
+
+bench: build-default
+	$(BIN)/triage bench --architecture mdeberta-v3-base --concurrency 32
+
+clean:
+	rm -rf $(VENV) data checkpoints bench .mypy_cache .ruff_cache .pytest_cache

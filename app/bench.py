@@ -1,0 +1,293 @@
+"""``triage bench``: raw encoder throughput vs the same encoder served over real HTTP, batched and unbatched.
+
+All three are measured in one run on one machine, so their ratios mean something even on noisy machines:
+- raw: ``EncoderClassifier.predict_ids`` on the ticket stream in arrival order, at each batch size; best kept;
+- served: a real ``triage serve`` subprocess on loopback, ``concurrency`` clients each sending one ticket per
+  request over keep-alive connections;
+- unbatched: the same server with ``TRIAGE_BATCHING=false`` (one forward pass per request).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from tqdm.auto import tqdm
+
+logger = logging.getLogger(__name__)
+
+RANDOM_MDEBERTA_DIR = Path("bench/mdeberta-v3-base-random")
+MDEBERTA_VOCAB = 250_102
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    architecture: str = "checkpoint"
+    encoder: Path = Path("checkpoints/default/encoder")
+    concurrency: int = 32
+    requests: int = 256
+    raw_batch_sizes: tuple[int, ...] = (1, 8, 16, 32, 64)
+    dtype: str = "float32"
+    threads: int | None = None
+    out: Path = Path("bench/results.json")
+    data: Path = Path("data/eurochef")
+    max_batch_size: int = 32
+
+
+def random_mdeberta_checkpoint(tokenizer_from: Path, out: Path = RANDOM_MDEBERTA_DIR) -> Path:
+    """The mDeBERTa-v3-base architecture (250k vocabulary, 278M parameters) with random weights: speed only.
+
+    The tokenizer is the ``tokenizer_from`` checkpoint's; token ids stay below the 250k vocabulary, so the
+    compute per token is the real model's.
+    """
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from models.checkpoint import Manifest, atomic_folder, read_manifest
+    from models.tiny import mdeberta_v3_base_config
+
+    if (out / "triage_manifest.json").exists():
+        return out
+    source = read_manifest(tokenizer_from, kind="encoder")
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_from))
+    labels = source.labels()
+    config = mdeberta_v3_base_config(MDEBERTA_VOCAB, len(labels), int(tokenizer.pad_token_id))
+    model = AutoModelForSequenceClassification.from_config(config)
+    manifest = Manifest(
+        kind="encoder",
+        version="mdeberta-v3-base-random-weights",
+        base_model="mdeberta-v3-base architecture, RANDOM WEIGHTS (speed only)",
+        taxonomy=source.taxonomy,
+        thresholds=[0.5] * len(labels),
+        temperatures=[1.0] * len(labels),
+        max_length=256,
+    )
+    with atomic_folder(out) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        manifest.write(tmp)
+    return out
+
+
+def load_texts(data: Path, n: int, seed: int = 0) -> list[str]:
+    """Ticket texts to send: the dataset's test split if present, else freshly generated ones."""
+    from models.datasets import read_examples
+    from models.generate import generate_splits
+
+    path = data / "test.jsonl"
+    texts = [ex.text for ex in read_examples(path)] if path.exists() else []
+    if not texts:
+        texts = [ex.text for ex in generate_splits(max(n, 200), seed)["test"]]
+    rng = np.random.default_rng(seed)
+    return [texts[i] for i in rng.integers(0, len(texts), size=n)]
+
+
+def measure_raw(
+    checkpoint: Path, texts: Sequence[str], batch_sizes: Sequence[int], dtype: str, progress: bool = True
+) -> dict[str, Any]:
+    """Tickets/s of the bare encoder per batch size, on the stream in arrival order (no sorting across batches)."""
+    from models.encoder import EncoderClassifier
+
+    encoder = EncoderClassifier.load(checkpoint, device="auto", dtype=dtype)
+    encoder.warmup()
+    ids = encoder.encode(texts)
+    results: dict[str, Any] = {"per_batch_size": {}}
+    for size in tqdm(batch_sizes, desc="raw encoder", unit="batch size", disable=not progress):
+        encoder.predict_ids(ids[:size])  # one warm pass at this shape
+        start = time.perf_counter()
+        for i in range(0, len(ids), size):
+            encoder.predict_ids(ids[i : i + size])
+        seconds = time.perf_counter() - start
+        results["per_batch_size"][str(size)] = round(len(ids) / seconds, 2)
+    best = max(results["per_batch_size"].items(), key=lambda kv: kv[1])
+    results["best_batch_size"], results["tickets_per_s"] = int(best[0]), best[1]
+    results["mean_tokens"] = round(float(np.mean([len(x) for x in ids])), 1)
+    return results
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def served(checkpoint: Path, env_overrides: dict[str, str], startup_timeout: float = 600.0) -> Iterator[str]:
+    """A real ``triage serve`` subprocess on loopback; yields its base URL once /ready answers 200."""
+    port = _free_port()
+    env = {
+        **os.environ,
+        "TRIAGE_ENCODER_PATH": str(checkpoint),
+        "TRIAGE_REQUEST_TIMEOUT_S": "600",
+        "TRIAGE_MAX_QUEUE": "100000",
+        "TRIAGE_LOG_LEVEL": "warning",
+        **env_overrides,
+    }
+    cmd = [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--timeout-keep-alive", "120"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + startup_timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}")
+            try:
+                if httpx.get(f"{url}/ready", timeout=1.0).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server not ready after {startup_timeout:.0f}s")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+async def load_test(
+    url: str, texts: Sequence[str], concurrency: int, label: str, progress: bool = True
+) -> dict[str, Any]:
+    """``concurrency`` clients send one ticket per request until all ``texts`` are sent."""
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    for text in texts:
+        queue.put_nowait(text)
+    latencies: list[float] = []
+    failures: dict[str, int] = {}
+    bar = tqdm(total=len(texts), desc=label, unit="req", disable=not progress)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=600.0, limits=limits) as client:
+
+        async def worker() -> None:
+            while not queue.empty():
+                text = queue.get_nowait()
+                start = time.perf_counter()
+                response = await client.post("/classify", json={"text": text})
+                if response.status_code == 200:
+                    latencies.append(time.perf_counter() - start)
+                else:
+                    failures[str(response.status_code)] = failures.get(str(response.status_code), 0) + 1
+                bar.update(1)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        seconds = time.perf_counter() - start
+        metrics = (await client.get("/metrics")).text
+    bar.close()
+    lat = np.asarray(latencies) * 1000
+    return {
+        "tickets_per_s": round(len(latencies) / seconds, 2),
+        "p50_ms": round(float(np.percentile(lat, 50)), 1) if len(lat) else None,
+        "p99_ms": round(float(np.percentile(lat, 99)), 1) if len(lat) else None,
+        "failures": failures,
+        "mean_batch_size": _mean_batch_size(metrics),
+    }
+
+
+def _mean_batch_size(metrics_text: str) -> float | None:
+    values = {}
+    for line in metrics_text.splitlines():
+        for key in ("triage_batch_size_sum", "triage_batch_size_count"):
+            if line.startswith(key + '{tier="encoder"}'):
+                values[key] = float(line.split()[-1])
+    count = values.get("triage_batch_size_count", 0.0)
+    return round(values["triage_batch_size_sum"] / count, 2) if count else None
+
+
+def run_bench(config: BenchConfig, progress: bool = True) -> dict[str, Any]:
+    """Run raw, served-batched and served-unbatched measurements; print a table and write JSON + PNG."""
+    checkpoint = config.encoder
+    if config.architecture == "mdeberta-v3-base":
+        checkpoint = random_mdeberta_checkpoint(config.encoder)
+    texts = load_texts(config.data, config.requests)
+    env = {"TRIAGE_DTYPE": config.dtype, "TRIAGE_MAX_BATCH_SIZE": str(config.max_batch_size)}
+    if config.threads:
+        env["TRIAGE_TORCH_THREADS"] = str(config.threads)
+        import torch
+
+        torch.set_num_threads(config.threads)
+    raw = measure_raw(checkpoint, texts, config.raw_batch_sizes, config.dtype, progress)
+    with served(checkpoint, env) as url:
+        asyncio.run(load_test(url, texts[: config.concurrency], config.concurrency, "warm-up", progress))
+        batched = asyncio.run(load_test(url, texts, config.concurrency, "served, batched", progress))
+    with served(checkpoint, {**env, "TRIAGE_BATCHING": "false"}) as url:
+        asyncio.run(load_test(url, texts[: config.concurrency], config.concurrency, "warm-up", progress))
+        unbatched = asyncio.run(load_test(url, texts, config.concurrency, "served, unbatched", progress))
+    result: dict[str, Any] = {
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
+        "checkpoint": str(checkpoint),
+        "weights": "random (speed only)" if config.architecture == "mdeberta-v3-base" else "trained",
+        "cpu_count": os.cpu_count(),
+        "raw": raw,
+        "served_batched": batched,
+        "served_unbatched": unbatched,
+        "ratios": {
+            "served_over_raw": round(batched["tickets_per_s"] / raw["tickets_per_s"], 3),
+            "batched_over_unbatched": round(batched["tickets_per_s"] / unbatched["tickets_per_s"], 3),
+        },
+    }
+    config.out.parent.mkdir(parents=True, exist_ok=True)
+    config.out.write_text(json.dumps(result, indent=2) + "\n")
+    plot_bench(result, config.out.with_suffix(".png"))
+    print(format_bench(result))
+    return result
+
+
+def format_bench(result: dict[str, Any]) -> str:
+    raw, b, u = result["raw"], result["served_batched"], result["served_unbatched"]
+    lines = [
+        f"architecture: {result['config']['architecture']} ({result['weights']}), dtype {result['config']['dtype']}, "
+        f"concurrency {result['config']['concurrency']}, {result['config']['requests']} requests",
+        f"{'run':<22}{'tickets/s':>11}{'p50 ms':>10}{'p99 ms':>10}{'mean batch':>12}",
+        f"{'raw (batch ' + str(raw['best_batch_size']) + ')':<22}{raw['tickets_per_s']:>11.2f}{'':>10}{'':>10}"
+        f"{raw['best_batch_size']:>12}",
+        *(
+            f"{name:<22}{r['tickets_per_s']:>11.2f}{r['p50_ms']:>10}{r['p99_ms']:>10}{r['mean_batch_size']:>12}"
+            for name, r in (("served, batched", b), ("served, unbatched", u))
+        ),
+        f"served/raw = {result['ratios']['served_over_raw']:.2f}   "
+        f"batched/unbatched = {result['ratios']['batched_over_unbatched']:.2f}",
+    ]
+    return "\n".join(lines)
+
+
+def plot_bench(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    raw = result["raw"]["per_batch_size"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.plot([int(k) for k in raw], list(raw.values()), marker="o")
+    left.set_xscale("log", base=2)
+    left.set_xlabel("batch size")
+    left.set_ylabel("tickets/s")
+    left.set_title("raw encoder")
+    names = ["raw (best)", "served batched", "served unbatched"]
+    values = [
+        result["raw"]["tickets_per_s"],
+        result["served_batched"]["tickets_per_s"],
+        result["served_unbatched"]["tickets_per_s"],
+    ]
+    right.bar(names, values, color=["#888", "#2a7", "#c55"])
+    right.set_ylabel("tickets/s")
+    right.set_title(f"{result['config']['architecture']} ({result['weights']})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

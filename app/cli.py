@@ -1,0 +1,207 @@
+"""The ``triage`` command: serve, generate-data, train-encoder, build-default, bench.
+
+Each subcommand is a thin wrapper over an importable function; heavy imports happen inside the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from app.logging_setup import configure_logging
+
+logger = logging.getLogger("triage")
+
+DEFAULT_DATA = Path("data/eurochef")
+DEFAULT_CHECKPOINTS = Path("checkpoints/default")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+    from pydantic import ValidationError
+
+    from app.main import create_app
+    from app.settings import Settings
+    from models.checkpoint import read_manifest
+    from models.errors import ModelError
+
+    overrides = {"encoder_path": args.encoder} if args.encoder else {}
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        print(f"triage serve: invalid settings:\n{exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, settings.log_json)
+    try:
+        read_manifest(settings.encoder_path, kind="encoder")
+    except ModelError as exc:
+        print(f"triage serve: {exc}", file=sys.stderr)
+        return 2
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_level=settings.log_level,
+        timeout_keep_alive=args.timeout_keep_alive,
+        access_log=args.access_log,
+    )
+    return 0
+
+
+def _generate_data(args: argparse.Namespace) -> int:
+    from models.generate import write_generated_dataset
+
+    counts = write_generated_dataset(args.out, n=args.n, seed=args.seed, progress=not args.quiet)
+    print(f"wrote {args.out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return 0
+
+
+def _train_encoder(args: argparse.Namespace) -> int:
+    from models.train_encoder import EncoderTrainingArgs, train_encoder
+
+    training_args = EncoderTrainingArgs.for_base_model(
+        args.base_model,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        max_length=args.max_length,
+        seed=args.seed,
+        device=args.device,
+    )
+    manifest = train_encoder(args.data, args.out, training_args, progress=not args.quiet)
+    _print_metrics(manifest.metrics, args.out, manifest.version)
+    return 0
+
+
+def _print_metrics(metrics: dict[str, object], out: Path, version: str) -> None:
+    print(f"checkpoint {version} written to {out}")
+    print(f"{'split':<14} {'F1 micro':>9} {'F1 macro':>9} {'exact':>7}")
+    for split, values in metrics.items():
+        if isinstance(values, dict) and "f1_micro" in values:
+            print(f"{split:<14} {values['f1_micro']:>9.3f} {values['f1_macro']:>9.3f} {values['exact_match']:>7.3f}")
+
+
+def build_default(data: Path, checkpoints: Path, if_missing: bool, n: int, seed: int, progress: bool) -> bool:
+    """Generate the EuroChef+ data and train the tiny encoder into ``checkpoints/encoder``. False if skipped."""
+    from models.generate import write_generated_dataset
+    from models.train_encoder import EncoderTrainingArgs, train_encoder
+
+    encoder_dir = checkpoints / "encoder"
+    if if_missing and (encoder_dir / "triage_manifest.json").exists():
+        logger.info("default encoder already at %s; skipping (drop --if-missing to rebuild)", encoder_dir)
+        return False
+    if not (data / "train.jsonl").exists() or not if_missing:
+        write_generated_dataset(data, n=n, seed=seed, progress=progress)
+    manifest = train_encoder(
+        data, encoder_dir, EncoderTrainingArgs.for_base_model("tiny", seed=seed), progress=progress
+    )
+    _print_metrics(manifest.metrics, encoder_dir, manifest.version)
+    return True
+
+
+def _build_default(args: argparse.Namespace) -> int:
+    built = build_default(args.data, args.checkpoints, args.if_missing, args.n, args.seed, not args.quiet)
+    if not built:
+        print(f"default checkpoint present in {args.checkpoints}; nothing to do")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from app.bench import BenchConfig, run_bench
+
+    config = BenchConfig(
+        architecture=args.architecture,
+        encoder=args.encoder,
+        concurrency=args.concurrency,
+        requests=args.requests,
+        raw_batch_sizes=tuple(args.raw_batch_sizes),
+        dtype=args.dtype,
+        threads=args.threads,
+        out=args.out,
+        data=args.data,
+    )
+    run_bench(config, progress=not args.quiet)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="triage", description=__doc__)
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-json", action="store_true", help="one JSON object per log line")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="serve /classify with uvicorn (settings: TRIAGE_* environment variables)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--encoder", type=Path, help="encoder checkpoint (default: TRIAGE_ENCODER_PATH or the default)")
+    p.add_argument("--timeout-keep-alive", type=int, default=30, help="idle keep-alive seconds (uvicorn default 5)")
+    p.add_argument("--access-log", action="store_true", help="log every request line")
+    p.set_defaults(func=_serve)
+
+    p = sub.add_parser("generate-data", help="write the synthetic multilingual EuroChef+ dataset")
+    p.add_argument("--out", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--n", type=int, default=4000, help="tickets in train+validation+test (held-out split extra)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_generate_data)
+
+    p = sub.add_parser("train-encoder", help="fine-tune a multi-label encoder and write a checkpoint")
+    p.add_argument("--data", type=Path, required=True, help="dataset folder (train/validation[/test].jsonl or .csv)")
+    p.add_argument("--base-model", default="microsoft/mdeberta-v3-base", help="Hugging Face id or 'tiny'")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--learning-rate", type=float)
+    p.add_argument("--max-length", type=int)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_train_encoder)
+
+    p = sub.add_parser("build-default", help="generate the data and train the embedded tiny default")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--checkpoints", type=Path, default=DEFAULT_CHECKPOINTS)
+    p.add_argument("--n", type=int, default=4000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--if-missing", action="store_true", help="do nothing when the default checkpoint exists")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_build_default)
+
+    p = sub.add_parser("bench", help="raw encoder vs served (batched and unbatched) throughput, one run")
+    p.add_argument(
+        "--architecture",
+        choices=["checkpoint", "mdeberta-v3-base"],
+        default="checkpoint",
+        help="checkpoint: the --encoder checkpoint; mdeberta-v3-base: that architecture, random weights",
+    )
+    p.add_argument("--encoder", type=Path, default=DEFAULT_CHECKPOINTS / "encoder")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="tickets to send (test.jsonl in this folder)")
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--requests", type=int, default=256, help="requests per served run")
+    p.add_argument("--raw-batch-sizes", type=int, nargs="+", default=[1, 8, 16, 32, 64])
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--threads", type=int, default=None, help="torch threads for raw and served runs")
+    p.add_argument("--out", type=Path, default=Path("bench/results.json"))
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level, args.log_json)
+    from models.errors import ModelError
+
+    try:
+        return int(args.func(args))
+    except ModelError as exc:
+        print(f"triage {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

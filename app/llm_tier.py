@@ -1,0 +1,151 @@
+"""The escalation tier's lifecycle: lazy loading, one shared load, its own batcher, idle unload.
+
+The LLM is not loaded at start-up (unless preloading is asked for). The first escalation starts one load in the
+background; concurrent escalations wait on that same load, each up to its own timeout. After a failed load, the
+next escalation retries once ``retry_after_s`` has passed. With ``idle_unload_s`` set, an LLM unused for that
+long is unloaded to free GPU memory, and the next escalation loads it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from app.batcher import BatchPolicy, DynamicBatcher
+from app.metrics import Metrics
+from models.llm import LLMClassifier
+
+logger = logging.getLogger(__name__)
+
+
+class LazyLLM:
+    """Owns one ``LLMClassifier`` and the batcher in front of it."""
+
+    def __init__(
+        self,
+        factory: Callable[[], LLMClassifier],
+        policy: BatchPolicy,
+        metrics: Metrics,
+        idle_unload_s: float = 0.0,
+        retry_after_s: float = 60.0,
+    ) -> None:
+        self._factory = factory
+        self._policy = policy
+        self._metrics = metrics
+        self.idle_unload_s = idle_unload_s
+        self.retry_after_s = retry_after_s
+        self.state = "unloaded"  # unloaded | loading | loaded | failed
+        self.error: str | None = None
+        self.loads = 0
+        self.load_seconds: float | None = None
+        self.llm: LLMClassifier | None = None
+        self.batcher: DynamicBatcher[str, list[str]] | None = None
+        self._load_task: asyncio.Task[None] | None = None
+        self._failed_at = 0.0
+        self._last_used = time.monotonic()
+        self._idle_task: asyncio.Task[None] | None = None
+
+    async def start(self, preload: bool) -> None:
+        if preload:
+            self.start_loading()
+        if self.idle_unload_s > 0:
+            self._idle_task = asyncio.create_task(self._unload_when_idle(), name="llm-idle-unload")
+
+    def start_loading(self) -> asyncio.Task[None] | None:
+        """Start the one shared load if none is running or done; return the task to wait on (None if loaded)."""
+        if self.state == "loaded":
+            return None
+        if self.state == "failed" and time.monotonic() - self._failed_at < self.retry_after_s:
+            return None
+        if self._load_task is None or self._load_task.done():
+            self.state = "loading"
+            self._load_task = asyncio.create_task(self._load(), name="llm-load")
+        return self._load_task
+
+    async def _load(self) -> None:
+        start = time.perf_counter()
+        try:
+            llm = self._factory()
+            await asyncio.to_thread(llm.load)
+            await asyncio.to_thread(llm.warmup)
+        except Exception as exc:  # reported as status 'unavailable' per ticket and in /info; serving goes on
+            self.state, self.error, self._failed_at = "failed", f"{type(exc).__name__}: {exc}", time.monotonic()
+            logger.error("LLM tier failed to load: %s", self.error)
+            return
+        batcher: DynamicBatcher[str, list[str]] = DynamicBatcher(
+            llm.classify_batch, self._policy, cost=_cost, observer=self._metrics.observer("llm"), name="llm"
+        )
+        await batcher.start()
+        self.llm, self.batcher = llm, batcher
+        self.load_seconds = time.perf_counter() - start
+        self.loads += 1
+        self.state, self.error = "loaded", None
+        self._last_used = time.monotonic()
+        self._metrics.llm_loaded.set(1)
+        self._metrics.llm_load_seconds.set(self.load_seconds)
+        logger.info("LLM tier loaded in %.1fs: %s", self.load_seconds, llm.health())
+
+    async def ensure_loaded(self, timeout: float) -> bool:
+        """Start or join the load and wait up to ``timeout`` seconds; True if the LLM is ready."""
+        task = self.start_loading()
+        if task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(task), timeout)
+            except TimeoutError:
+                return False
+        return self.state == "loaded"
+
+    async def classify(self, texts: Sequence[str], timeout: float) -> list[list[str]]:
+        """Labels per text through the LLM batcher (raises the batcher's and the model's errors)."""
+        if self.batcher is None:
+            raise RuntimeError("LLM tier is not loaded")
+        self._last_used = time.monotonic()
+        try:
+            return await self.batcher.submit(list(texts), timeout)
+        finally:
+            self._last_used = time.monotonic()
+
+    async def unload(self) -> None:
+        batcher, llm = self.batcher, self.llm
+        self.batcher, self.llm = None, None
+        if self.state == "loaded":
+            self.state = "unloaded"
+        if batcher is not None:
+            await batcher.stop()
+        if llm is not None:
+            await asyncio.to_thread(llm.unload)
+        self._metrics.llm_loaded.set(0)
+
+    async def _unload_when_idle(self) -> None:
+        while True:
+            await asyncio.sleep(max(0.05, min(self.idle_unload_s / 4, 5.0)))
+            idle = time.monotonic() - self._last_used
+            busy = self.batcher is not None and self.batcher.depth > 0
+            if self.state == "loaded" and not busy and idle >= self.idle_unload_s:
+                logger.info("LLM tier idle for %.0fs: unloading", idle)
+                await self.unload()
+
+    async def stop(self) -> None:
+        for task in (self._idle_task, self._load_task):
+            if task is not None and not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        await self.unload()
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "error": self.error,
+            "loads": self.loads,
+            "load_seconds": None if self.load_seconds is None else round(self.load_seconds, 2),
+            "idle_unload_s": self.idle_unload_s,
+            "model": self.llm.health() if self.llm is not None else None,
+        }
+
+
+def _cost(text: str) -> int:
+    """Rough token count for the LLM batcher's padded-token budget (about 4 characters per token)."""
+    return len(text) // 4 + 1

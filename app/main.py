@@ -1,0 +1,223 @@
+"""The app factory: ``create_app(settings)`` wires routes, errors, metrics and the model lifecycle.
+
+The encoder loads in the background after start-up, so ``/health`` answers at once and ``/ready`` turns 200
+only when the encoder is loaded and warmed up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, Response
+
+from app import errors
+from app.errors import install_error_handlers
+from app.metrics import Metrics
+from app.schemas import ClassifyRequest, ClassifyResponse, ErrorResponse, TicketResult, check_limits
+from app.service import ClassificationService, TicketInput
+from app.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+ROUTES = ("/classify", "/health", "/ready", "/info", "/metrics", "/docs", "/openapi.json")
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": text}
+    for code, text in {
+        400: "Invalid JSON",
+        422: "Invalid request: empty or too long text, too many tickets, wrong types, unknown fields",
+        429: "Queue full; retry after the Retry-After header's seconds",
+        503: "Not ready, or not served within the deadline",
+    }.items()
+}
+
+
+class ServerState:
+    """What the routes read: the service once loaded, or why it is not."""
+
+    def __init__(self) -> None:
+        self.service: ClassificationService | None = None
+        self.status = "loading"
+        self.error: str | None = None
+        self.started_at = time.time()
+
+
+def _load_service(settings: Settings, metrics: Metrics) -> ClassificationService:
+    import torch  # imported here so that the HTTP layer stays importable without touching the model stack
+
+    from models.encoder import EncoderClassifier
+
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    encoder = EncoderClassifier.load(settings.encoder_path, device=settings.device, dtype=settings.dtype)
+    encoder.warmup()
+    health = encoder.health()
+    metrics.model_info.labels("encoder", encoder.version, encoder.manifest.base_model, health["device"]).set(1)
+    return ClassificationService(encoder, settings, metrics)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Build the ASGI app for ``settings``. Nothing is read from the environment here."""
+    metrics = Metrics()
+    state = ServerState()
+
+    async def load() -> None:
+        try:
+            service = await asyncio.to_thread(_load_service, settings, metrics)
+            await service.start()
+        except Exception as exc:  # reported through /ready and 503s; the process stays up to say why
+            state.status, state.error = "failed", f"{type(exc).__name__}: {exc}"
+            logger.error("encoder failed to load: %s", state.error)
+            return
+        state.service, state.status = service, "ready"
+        metrics.ready.set(1)
+        logger.info("ready: encoder %s", service.encoder.version)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(load())
+        try:
+            yield
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            if state.service is not None:
+                await state.service.stop()
+
+    app = FastAPI(
+        title="triage",
+        version="0.1.0",
+        summary="Multi-label classification of multilingual support tickets, batched on the encoder tier.",
+        lifespan=lifespan,
+    )
+    app.state.settings, app.state.metrics, app.state.triage = settings, metrics, state
+    install_error_handlers(app)
+    app.add_middleware(RequestMetrics, metrics=metrics)
+
+    def require_service() -> ClassificationService:
+        if state.service is None:
+            detail = f" ({state.error})" if state.error else ""
+            raise errors.Unavailable(f"the encoder is {state.status}{detail}", headers={"Retry-After": "5"})
+        return state.service
+
+    @app.post(
+        "/classify",
+        response_model=ClassifyResponse,
+        responses=ERROR_RESPONSES,
+        summary="Classify one ticket or a list of tickets",
+    )
+    async def classify(body: ClassifyRequest) -> ClassifyResponse:
+        """Labels, per-label scores and the deciding tier for each ticket, in request order."""
+        tickets = check_limits(body, settings.max_text_chars, settings.max_tickets)
+        service = require_service()
+        outcomes = await service.classify([TicketInput(t.text, t.id, t.language) for t in tickets])
+        return ClassifyResponse(
+            model_version=service.encoder.version,
+            results=[
+                TicketResult(
+                    id=o.id,
+                    language=o.language,
+                    labels=o.decision.labels,
+                    scores=o.decision.scores,
+                    confidence=o.decision.confidence,
+                    decided_by="llm" if o.decision.decided_by == "llm" else "encoder",
+                    escalated=o.decision.escalated,
+                )
+                for o in outcomes
+            ],
+        )
+
+    @app.get(
+        "/health",
+        summary="Liveness",
+        responses={200: {"content": {"application/json": {"example": {"status": "alive"}}}}},
+    )
+    async def health() -> dict[str, Any]:
+        """200 while the process is up, whatever the model state."""
+        return {"status": "alive", "uptime_s": round(time.time() - state.started_at, 1)}
+
+    @app.get(
+        "/ready",
+        summary="Readiness",
+        responses={
+            200: {"content": {"application/json": {"example": {"status": "ready"}}}},
+            503: {"content": {"application/json": {"example": {"status": "loading", "error": None}}}},
+        },
+    )
+    async def ready() -> JSONResponse:
+        """200 once the encoder is loaded and warmed up, else 503 with the state (loading or failed)."""
+        code = 200 if state.status == "ready" else 503
+        return JSONResponse({"status": state.status, "error": state.error}, code)
+
+    @app.get("/info", summary="Models, labels, thresholds and batching settings")
+    async def info() -> dict[str, Any]:
+        """What is served and how: checkpoint version, labels and thresholds, batching and limits."""
+        service = require_service()
+        encoder = service.encoder
+        return {
+            "encoder": {
+                **encoder.health(),
+                "labels": encoder.labels,
+                "thresholds": dict(zip(encoder.labels, encoder.thresholds, strict=True)),
+                "groups": encoder.taxonomy.groups,
+                "path": str(settings.encoder_path),
+            },
+            "batching": {
+                "enabled": settings.batching,
+                "max_batch_size": settings.max_batch_size,
+                "max_batch_tokens": settings.max_batch_tokens,
+                "max_wait_ms": settings.max_wait_ms,
+                "max_queue": settings.max_queue,
+                "request_timeout_s": settings.request_timeout_s,
+            },
+            "limits": {"max_text_chars": settings.max_text_chars, "max_tickets": settings.max_tickets},
+            "languages": settings.languages,
+        }
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def prometheus() -> Response:
+        """Prometheus text exposition format."""
+        return Response(metrics.render(), media_type=metrics.content_type)
+
+    return app
+
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+class RequestMetrics:
+    """Pure ASGI middleware: request counts and latency by route template and status (cheap on the hot path)."""
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        route = path if path in ROUTES else "other"
+        start = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            self.metrics.requests.labels(route, str(status)).inc()
+            self.metrics.request_duration.labels(route).observe(time.perf_counter() - start)

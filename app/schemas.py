@@ -1,0 +1,127 @@
+"""Wire schemas for requests and responses, apart from the domain types in ``router/``.
+
+Deployment limits (``max_text_chars``, ``max_tickets``) come from Settings and are checked by ``check_limits``
+right after schema validation, so one code path reports both kinds of problem with the same error body.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from app.errors import ValidationFailed
+
+EXAMPLE_TEXT = "Bonjour, l'appli plante quand j'ouvre la recette du boeuf bourguignon. Je paie Premium !"
+
+
+def _non_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("text must contain at least one non-whitespace character")
+    return value
+
+
+def _language_code(value: str | None) -> str | None:
+    if value is not None and (len(value) != 2 or not value.isalpha()):
+        raise ValueError("language must be a two-letter ISO 639-1 code such as en, fr, de or nl")
+    return value.lower() if value else value
+
+
+TicketText = Annotated[str, AfterValidator(_non_blank)]
+LanguageCode = Annotated[str | None, AfterValidator(_language_code)]
+
+
+class TicketIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: TicketText = Field(description="Ticket text (1 to TRIAGE_MAX_TEXT_CHARS characters, default 10,000).")
+    id: str | None = Field(None, max_length=200, description="Your ticket id, echoed back; generated if absent.")
+    language: LanguageCode = Field(None, description="ISO 639-1 code (en, fr, de, nl); detected if absent.")
+
+
+class ClassifyRequest(BaseModel):
+    """Either one ticket (``text``, optional ``id``/``language``) or many (``tickets``)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"text": EXAMPLE_TEXT, "id": "T-1001"},
+                {
+                    "tickets": [
+                        {"id": "T-1", "text": "I was charged twice this month, please refund!"},
+                        {
+                            "id": "T-2",
+                            "text": "Mijn account is geblokkeerd en ik moet om 18u lesgeven",
+                            "language": "nl",
+                        },
+                    ]
+                },
+            ]
+        },
+    )
+
+    text: TicketText | None = Field(None, description="Single-ticket form: the text.")
+    id: str | None = Field(None, max_length=200)
+    language: LanguageCode = None
+    tickets: list[TicketIn] | None = Field(None, description="Batch form: 1 to TRIAGE_MAX_TICKETS tickets (256).")
+
+    @model_validator(mode="after")
+    def _one_form(self) -> ClassifyRequest:
+        if (self.text is None) == (self.tickets is None):
+            raise ValueError("give either 'text' (one ticket) or 'tickets' (a list), not both and not neither")
+        if self.tickets is not None and (self.id is not None or self.language is not None):
+            raise ValueError("with 'tickets', put 'id' and 'language' inside each ticket")
+        return self
+
+    def as_tickets(self) -> list[TicketIn]:
+        if self.tickets is not None:
+            return self.tickets
+        assert self.text is not None  # guaranteed by _one_form
+        return [TicketIn(text=self.text, id=self.id, language=self.language)]
+
+    def is_batch(self) -> bool:
+        return self.tickets is not None
+
+
+def check_limits(request: ClassifyRequest, max_text_chars: int, max_tickets: int) -> list[TicketIn]:
+    """Apply the deployment's limits; raise ValidationFailed naming the offending parameter."""
+    tickets = request.as_tickets()
+    if not tickets:
+        raise ValidationFailed("tickets must hold at least one ticket", param="tickets")
+    if len(tickets) > max_tickets:
+        raise ValidationFailed(
+            f"{len(tickets)} tickets in one request; the limit is {max_tickets} (split the request)", param="tickets"
+        )
+    for index, ticket in enumerate(tickets):
+        if len(ticket.text) > max_text_chars:
+            param = f"tickets[{index}].text" if request.is_batch() else "text"
+            raise ValidationFailed(
+                f"text has {len(ticket.text)} characters; the limit is {max_text_chars}", param=param
+            )
+    return tickets
+
+
+class TicketResult(BaseModel):
+    id: str
+    language: str
+    labels: list[str] = Field(description="Predicted labels, from the served checkpoint's taxonomy only.")
+    scores: dict[str, float] = Field(description="Per-label sigmoid probability (multi-label: they need not sum to 1).")
+    confidence: float = Field(description="Smallest normalised margin of any label from its threshold, in [0, 1].")
+    decided_by: Literal["encoder", "llm"]
+    escalated: bool
+
+
+class ClassifyResponse(BaseModel):
+    results: list[TicketResult]
+    model_version: str
+
+
+class ErrorDetail(BaseModel):
+    type: str
+    message: str
+    param: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail

@@ -1,0 +1,206 @@
+"""The classification service: tokenise, batch, predict, decide. HTTP-free; called by the routes.
+
+It owns the encoder tier's batcher and turns batcher and model failures into API errors at this boundary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from app import errors
+from app.batcher import BatcherClosed, BatchPolicy, DynamicBatcher, QueueFull
+from app.batcher import DeadlineExceeded as BatchDeadline
+from app.llm_tier import LazyLLM
+from app.metrics import Metrics
+from app.settings import Settings
+from models.errors import ModelError
+from models.language import LanguageDetector
+from models.taxonomy import Taxonomy
+from router.decision import Decision, LabelRules, decide
+from router.escalation import (
+    EscalationBudget,
+    EscalationMode,
+    EscalationStatus,
+    MergePolicy,
+    merge_decision,
+    needs_escalation,
+)
+
+logger = logging.getLogger(__name__)
+
+Row = NDArray[np.float32]
+
+
+class EncoderTier(Protocol):
+    """What the service needs from an encoder (``models.encoder.EncoderClassifier`` implements it)."""
+
+    labels: list[str]
+    thresholds: list[float]
+    taxonomy: Taxonomy
+
+    @property
+    def version(self) -> str: ...
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]: ...
+
+    def predict_ids(self, batch: Sequence[Sequence[int]]) -> NDArray[np.float32]: ...
+
+    def health(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class TicketInput:
+    text: str
+    id: str | None = None
+    language: str | None = None
+
+
+@dataclass(frozen=True)
+class TicketOutcome:
+    id: str
+    language: str
+    decision: Decision
+
+
+def batch_policy(settings: Settings) -> BatchPolicy:
+    return BatchPolicy(
+        max_batch_size=settings.max_batch_size,
+        max_batch_tokens=settings.max_batch_tokens,
+        max_wait_s=settings.max_wait_ms / 1000.0,
+        max_queue=settings.max_queue,
+        batching=settings.batching,
+    )
+
+
+def llm_batch_policy(settings: Settings) -> BatchPolicy:
+    """Smaller batches and a longer wait than the encoder's: generation is slow and escalations are sparse."""
+    return BatchPolicy(
+        max_batch_size=settings.llm_max_batch_size,
+        max_batch_tokens=settings.llm_max_batch_size * 2048,
+        max_wait_s=settings.llm_max_wait_ms / 1000.0,
+        max_queue=max(settings.escalation_max_in_flight, settings.llm_max_batch_size),
+    )
+
+
+class ClassificationService:
+    """Serves one encoder through a dynamic batcher."""
+
+    def __init__(self, encoder: EncoderTier, settings: Settings, metrics: Metrics, llm: LazyLLM | None = None) -> None:
+        self.encoder = encoder
+        self.settings = settings
+        self.metrics = metrics
+        self.llm = llm
+        taxonomy = encoder.taxonomy
+        self.groups = taxonomy.groups
+        self.rules = LabelRules.build(encoder.labels, taxonomy.groups, taxonomy.exclusive_groups, taxonomy.implies)
+        self.merge_policy = MergePolicy.parse(settings.merge_policy)
+        self.merge_policy.check_groups(self.groups)
+        self.budget = EscalationBudget(
+            settings.escalation_max_fraction, settings.escalation_max_in_flight, settings.escalation_window_s
+        )
+        self.detector = LanguageDetector(settings.languages)
+        self.batcher: DynamicBatcher[list[int], Row] = DynamicBatcher(
+            self._predict, batch_policy(settings), cost=len, observer=metrics.observer("encoder"), name="encoder"
+        )
+
+    def _predict(self, batch: list[list[int]]) -> list[Row]:
+        return list(self.encoder.predict_ids(batch))
+
+    async def start(self) -> None:
+        await self.batcher.start()
+        if self.llm is not None:
+            await self.llm.start(preload=self.settings.llm_preload)
+
+    async def stop(self) -> None:
+        if self.llm is not None:
+            await self.llm.stop()
+        await self.batcher.stop()
+
+    async def classify(
+        self, tickets: Sequence[TicketInput], mode: EscalationMode = EscalationMode.AUTO
+    ) -> list[TicketOutcome]:
+        """Classify tickets in order; raise ``app.errors.TriageError`` subclasses on overload or failure.
+
+        The encoder answers every ticket; those that need it (``mode``, confidence, budget) then go to the LLM
+        tier, whose failures never fail the request: the encoder's answer stands, with a status saying why.
+        """
+        texts = [t.text for t in tickets]
+        ids = self.encoder.encode(texts) if len(texts) <= 8 else await asyncio.to_thread(self.encoder.encode, texts)
+        try:
+            rows = await self.batcher.submit(ids, timeout=self.settings.request_timeout_s)
+        except QueueFull as exc:
+            raise errors.Overloaded(
+                f"the encoder queue is full ({exc.depth} of {exc.capacity} tickets); retry after {exc.retry_after:g}s",
+                headers={"Retry-After": str(int(np.ceil(exc.retry_after)))},
+            ) from exc
+        except BatchDeadline as exc:
+            raise errors.DeadlineExceeded(f"request not served in time: {exc}") from exc
+        except BatcherClosed as exc:
+            raise errors.Unavailable(str(exc)) from exc
+        except ModelError as exc:
+            raise errors.Unavailable(f"the encoder failed on this batch: {exc}") from exc
+        decisions = [decide(row.tolist(), self.encoder.thresholds, self.rules) for row in rows]
+        decisions = await self._escalate(texts, decisions, mode)
+        outcomes = []
+        for ticket, decision in zip(tickets, decisions, strict=True):
+            language = ticket.language or self.detector.detect(ticket.text)
+            outcomes.append(TicketOutcome(id=ticket.id or uuid.uuid4().hex, language=language, decision=decision))
+            self.metrics.tickets.labels(decision.decided_by, language).inc()
+            for label in decision.labels:
+                self.metrics.label_predictions.labels(label).inc()
+        return outcomes
+
+    async def _escalate(self, texts: list[str], decisions: list[Decision], mode: EscalationMode) -> list[Decision]:
+        """Send the tickets that need it to the LLM within budget; merge or annotate every decision."""
+        self.budget.record(len(texts))
+        wanted = [
+            i
+            for i, d in enumerate(decisions)
+            if needs_escalation(d.confidence, self.settings.escalation_threshold, mode)
+        ]
+        if not wanted:
+            return decisions
+        out = list(decisions)
+        if self.llm is None:
+            return self._settle(out, wanted, EscalationStatus.DISABLED)
+        granted = [i for i in wanted if self.budget.try_acquire(respect_fraction=mode is not EscalationMode.FORCE)]
+        self._settle(out, [i for i in wanted if i not in set(granted)], EscalationStatus.SKIPPED_BUDGET)
+        if not granted:
+            return out
+        try:
+            if not await self.llm.ensure_loaded(self.settings.llm_load_wait_s):
+                return self._settle(out, granted, EscalationStatus.UNAVAILABLE)
+            answers = await self.llm.classify([texts[i] for i in granted], timeout=self.settings.llm_timeout_s)
+        except BatchDeadline:
+            return self._settle(out, granted, EscalationStatus.TIMEOUT, escalated=True)
+        except (QueueFull, BatcherClosed):
+            return self._settle(out, granted, EscalationStatus.UNAVAILABLE)
+        except Exception:  # any LLM failure (OOM, bad output, remote error): the encoder's answer stands
+            logger.exception("LLM tier failed on %d escalated ticket(s)", len(granted))
+            return self._settle(out, granted, EscalationStatus.FAILED, escalated=True)
+        finally:
+            for _ in granted:
+                self.budget.release()
+        allowed = set(self.encoder.labels)
+        for i, labels in zip(granted, answers, strict=True):
+            out[i] = merge_decision(out[i], [x for x in labels if x in allowed], self.merge_policy, self.groups)
+        self.metrics.escalations.labels(EscalationStatus.DONE.value).inc(len(granted))
+        return out
+
+    def _settle(
+        self, decisions: list[Decision], indices: Sequence[int], status: EscalationStatus, escalated: bool = False
+    ) -> list[Decision]:
+        """Keep the encoder's answer for ``indices``, recording why the LLM did not decide."""
+        for i in indices:
+            decisions[i] = replace(decisions[i], escalation=status.value, escalated=escalated)
+        if indices:
+            self.metrics.escalations.labels(status.value).inc(len(indices))
+        return decisions

@@ -1,0 +1,79 @@
+"""One validated settings object, read from ``TRIAGE_*`` environment variables only when built explicitly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from router.escalation import MergePolicy
+
+DEFAULT_ENCODER_PATH = Path("checkpoints/default/encoder")
+DEFAULT_ADAPTER_PATH = Path("checkpoints/default/adapter")
+
+
+class Settings(BaseSettings):
+    """Server settings. Every field can be set as ``TRIAGE_<FIELD>`` (e.g. ``TRIAGE_MAX_BATCH_SIZE=64``)."""
+
+    model_config = SettingsConfigDict(env_prefix="TRIAGE_", extra="forbid", frozen=True)
+
+    encoder_path: Path = Field(DEFAULT_ENCODER_PATH, description="Encoder checkpoint folder to serve.")
+    device: str = Field("auto", description="auto (CUDA if present, else CPU), cpu, cuda or cuda:N.")
+    dtype: str = Field("auto", description="auto (bf16 on CUDA, else float32), float32 or bfloat16.")
+    torch_threads: int | None = Field(None, ge=1, description="CPU threads for inference; default: torch's choice.")
+
+    batching: bool = Field(True, description="Dynamic batching; false runs one forward pass per request.")
+    max_batch_size: int = Field(32, ge=1, le=4096, description="Most tickets in one encoder forward pass.")
+    max_batch_tokens: int = Field(8192, ge=16, description="Most padded tokens (batch x longest) in one pass.")
+    max_wait_ms: float = Field(5.0, ge=0, le=10_000, description="Longest a queued ticket waits for a batch to fill.")
+    max_queue: int = Field(1024, ge=1, description="Most tickets queued or running; beyond it requests get 429.")
+    request_timeout_s: float = Field(30.0, gt=0, description="Deadline per request; past it the request gets 503.")
+
+    max_text_chars: int = Field(10_000, ge=1, description="Longest ticket text accepted, in characters.")
+    max_tickets: int = Field(256, ge=1, description="Most tickets in one request.")
+    languages: list[str] = Field(["en", "fr", "de", "nl"], description="Languages the detector may answer.")
+
+    # escalation tier
+    llm_backend: Literal["local", "openai", "none"] = Field(
+        "local", description="local (base + LoRA in-process), openai (an OpenAI-compatible server) or none."
+    )
+    llm_adapter_path: Path = Field(DEFAULT_ADAPTER_PATH, description="Adapter folder from `triage train-adapter`.")
+    llm_base_model: str | None = Field(None, description="Override the adapter manifest's base model.")
+    llm_quantization: Literal["auto", "nf4", "mxfp4", "none"] = Field(
+        "auto", description="auto (nf4 on CUDA, none on CPU), nf4 (bitsandbytes 4-bit), mxfp4 (native) or none."
+    )
+    llm_preload: bool = Field(False, description="Load the LLM at start-up instead of on the first escalation.")
+    llm_load_wait_s: float = Field(20.0, ge=0, description="How long an escalation waits for a load in progress.")
+    llm_timeout_s: float = Field(60.0, gt=0, description="Deadline for the LLM's answer to an escalation.")
+    llm_idle_unload_s: float = Field(0.0, ge=0, description="Unload the LLM after this many idle seconds (0: never).")
+    llm_max_batch_size: int = Field(8, ge=1, description="Most tickets in one LLM generate call.")
+    llm_max_wait_ms: float = Field(50.0, ge=0, description="Longest an escalated ticket waits for its LLM batch.")
+    llm_max_new_tokens: int = Field(48, ge=1, description="Token budget of an LLM answer.")
+    llm_endpoint: str = Field("http://127.0.0.1:8001/v1", description="openai backend: the server's /v1 URL.")
+    llm_api_key: str | None = Field(None, description="openai backend: bearer token.")
+    llm_remote_model: str = Field("triage-adapter", description="openai backend: model (LoRA module) name.")
+    escalation_threshold: float = Field(0.25, ge=0, le=1, description="Escalate tickets whose confidence is below.")
+    escalation_max_fraction: float = Field(0.15, ge=0, le=1, description="Most tickets escalated per window.")
+    escalation_window_s: float = Field(60.0, gt=0, description="Sliding window of the escalation budget.")
+    escalation_max_in_flight: int = Field(32, ge=1, description="Most escalated tickets at the LLM at once.")
+    merge_policy: str = Field(
+        "default=llm", description="Whose labels win per group: e.g. default=llm,emotion=encoder."
+    )
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_json: bool = Field(False, description="One JSON object per log line.")
+
+    @field_validator("merge_policy")
+    @classmethod
+    def _merge_policy(cls, value: str) -> str:
+        MergePolicy.parse(value)  # raises ValueError naming the bad part
+        return value
+
+    @field_validator("languages")
+    @classmethod
+    def _languages(cls, value: list[str]) -> list[str]:
+        if not value or any(len(code) != 2 or not code.isalpha() for code in value):
+            raise ValueError("languages must be two-letter ISO 639-1 codes, e.g. en,fr,de,nl")
+        return [code.lower() for code in value]

@@ -1,0 +1,154 @@
+"""Checkpoint folders: a ``save_pretrained`` folder plus ``triage_manifest.json`` and a model card.
+
+Checkpoints are written atomically: everything goes into a temporary sibling folder, which is renamed into
+place only once complete, so a crash mid-write never leaves a half-written folder where the server looks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from models.errors import CheckpointError
+from models.taxonomy import Taxonomy
+
+MANIFEST_FILE = "triage_manifest.json"
+FORMAT_VERSION = 1
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that shape a checkpoint, recorded in its manifest."""
+    out = {"python": platform.python_version()}
+    for name in ("triage", "torch", "transformers", "tokenizers", "peft", "bitsandbytes"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+@dataclass
+class Manifest:
+    """Everything needed to serve a checkpoint besides the weights and tokenizer."""
+
+    kind: str  # "encoder" or "adapter"
+    version: str
+    base_model: str
+    taxonomy: dict[str, Any]
+    thresholds: list[float]
+    """Per-label decision thresholds (encoder checkpoints; empty for adapters)."""
+    temperatures: list[float]
+    """Per-label temperature applied to logits before the sigmoid (1.0 = uncalibrated)."""
+    max_length: int
+    training_args: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    data_fingerprint: str = ""
+    versions: dict[str, str] = field(default_factory=library_versions)
+    created_at: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    extra: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    def labels(self) -> list[str]:
+        return Taxonomy.from_dict(self.taxonomy).names
+
+    def write(self, folder: Path) -> None:
+        (folder / MANIFEST_FILE).write_text(json.dumps(asdict(self), indent=2, ensure_ascii=False) + "\n")
+
+
+def read_manifest(folder: str | Path, kind: str | None = None) -> Manifest:
+    """Read and check a checkpoint's manifest; errors say what was found and how to make one."""
+    folder = Path(folder)
+    path = folder / MANIFEST_FILE
+    if not folder.is_dir():
+        raise CheckpointError(
+            f"checkpoint folder {folder} does not exist; build the default with `triage build-default` "
+            "or train one with `triage train-encoder`"
+        )
+    if not path.exists():
+        found = ", ".join(sorted(p.name for p in folder.iterdir())[:8]) or "nothing"
+        raise CheckpointError(f"{folder} is not a triage checkpoint: no {MANIFEST_FILE} (found {found})")
+    try:
+        data = json.loads(path.read_text())
+        manifest = Manifest(**data)
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise CheckpointError(f"{path} is malformed: {exc}") from exc
+    if manifest.format_version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has format_version {manifest.format_version}; this triage reads {FORMAT_VERSION}"
+        )
+    if kind is not None and manifest.kind != kind:
+        raise CheckpointError(f"{folder} holds a {manifest.kind!r} checkpoint, expected {kind!r}")
+    n = len(manifest.labels())
+    if manifest.kind == "encoder" and (len(manifest.thresholds) != n or len(manifest.temperatures) != n):
+        raise CheckpointError(
+            f"{path}: {n} labels but {len(manifest.thresholds)} thresholds "
+            f"and {len(manifest.temperatures)} temperatures"
+        )
+    return manifest
+
+
+@contextmanager
+def atomic_folder(out: str | Path) -> Iterator[Path]:
+    """Yield a temporary folder beside ``out``; on success it replaces ``out``, on error it is deleted.
+
+    The old folder is moved aside first and removed only after the new one is in place.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}-{time.time_ns()}"
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_model_card(folder: Path, manifest: Manifest, title: str) -> None:
+    """A short README.md: what the checkpoint is, its data, metrics and versions."""
+    metrics = "\n".join(
+        f"| {split} | "
+        + " | ".join(f"{values.get(k, float('nan')):.3f}" for k in ("f1_micro", "f1_macro", "exact_match"))
+        + " |"
+        for split, values in manifest.metrics.items()
+        if isinstance(values, dict)
+    )
+    args = "\n".join(f"- `{k}`: {v}" for k, v in sorted(manifest.training_args.items()))
+    versions = ", ".join(f"{k} {v}" for k, v in manifest.versions.items())
+    labels = ", ".join(manifest.labels())
+    card = f"""# {title}
+
+- version: `{manifest.version}`
+- base model: `{manifest.base_model}`
+- created: {manifest.created_at}
+- data fingerprint: `{manifest.data_fingerprint}`
+- labels ({len(manifest.labels())}): {labels}
+- versions: {versions}
+
+## Metrics
+
+| split | F1 micro | F1 macro | exact match |
+|---|---|---|---|
+{metrics}
+
+## Training arguments
+
+{args}
+"""
+    (folder / "README.md").write_text(card)

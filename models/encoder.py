@@ -1,0 +1,132 @@
+"""The encoder tier: a multi-label sequence classifier loaded from a checkpoint, kept hot for batched inference.
+
+Seam used by the server, the evaluation and the benchmark alike: ``load`` -> ``warmup`` -> ``encode`` (text to
+token ids) -> ``predict_ids`` (a padded batch to sigmoid probabilities) -> ``health``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+
+from models.checkpoint import Manifest, read_manifest
+from models.device import resolve_device, resolve_dtype
+from models.errors import CheckpointError, ModelError
+from models.taxonomy import Taxonomy
+
+logger = logging.getLogger(__name__)
+
+Probs = NDArray[np.float32]
+
+
+class EncoderClassifier:
+    """A loaded encoder checkpoint on one device."""
+
+    def __init__(
+        self, model: PreTrainedModel, tokenizer: Any, manifest: Manifest, device: torch.device, dtype: torch.dtype
+    ) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.manifest = manifest
+        self.device = device
+        self.dtype = dtype
+        self.taxonomy = Taxonomy.from_dict(manifest.taxonomy)
+        self.labels = self.taxonomy.names
+        self.thresholds = list(manifest.thresholds)
+        self.max_length = manifest.max_length
+        self._temperatures = torch.tensor(manifest.temperatures, dtype=torch.float32)
+        self._pad_id = int(tokenizer.pad_token_id)
+        self.warmed_up = False
+        self.load_seconds = 0.0
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "auto", dtype: str = "auto") -> EncoderClassifier:
+        """Load weights, tokenizer and manifest; raise CheckpointError/HardwareError with a fix in the message."""
+        start = time.perf_counter()
+        manifest = read_manifest(path, kind="encoder")
+        dev = resolve_device(device)
+        dt = resolve_dtype(dtype, dev)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(path))
+            model = AutoModelForSequenceClassification.from_pretrained(str(path), dtype=dt)
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"cannot load encoder weights or tokenizer from {path}: {exc}") from exc
+        if model.config.num_labels != len(manifest.thresholds):
+            raise CheckpointError(
+                f"{path}: model has {model.config.num_labels} outputs but the manifest lists "
+                f"{len(manifest.thresholds)} labels"
+            )
+        model.to(dev)
+        encoder = cls(model, tokenizer, manifest, dev, dt)
+        encoder.load_seconds = time.perf_counter() - start
+        logger.info(
+            "encoder loaded version=%s device=%s dtype=%s labels=%d in %.2fs",
+            manifest.version,
+            dev,
+            dt,
+            len(encoder.labels),
+            encoder.load_seconds,
+        )
+        return encoder
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids per text, truncated to the checkpoint's max length (special tokens included)."""
+        out = self.tokenizer(list(texts), truncation=True, max_length=self.max_length, add_special_tokens=True)
+        return [list(ids) for ids in out["input_ids"]]
+
+    @torch.inference_mode()
+    def predict_ids(self, batch: Sequence[Sequence[int]]) -> Probs:
+        """Pad one batch of token-id lists, run one forward pass, return (n, labels) calibrated probabilities."""
+        if not batch:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        width = max(len(ids) for ids in batch)
+        input_ids = torch.full((len(batch), width), self._pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, ids in enumerate(batch):
+            input_ids[row, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
+            mask[row, : len(ids)] = 1
+        try:
+            logits = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)).logits
+        except torch.OutOfMemoryError as exc:
+            raise ModelError(f"out of memory on {self.device} for a batch of {len(batch)} x {width} tokens") from exc
+        probs = torch.sigmoid(logits.float().cpu() / self._temperatures)
+        return probs.numpy()
+
+    def predict_texts(self, texts: Sequence[str], batch_size: int = 64) -> Probs:
+        """Convenience for offline use: encode and predict in length-sorted batches, in input order."""
+        ids = self.encode(texts)
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        out = np.zeros((len(ids), len(self.labels)), dtype=np.float32)
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            out[chunk] = self.predict_ids([ids[i] for i in chunk])
+        return out
+
+    def warmup(self, batch_sizes: Sequence[int] = (1, 8)) -> None:
+        """Run a few forward passes so the first real request does not pay for lazy initialisation."""
+        sample = self.encode(["warm-up ticket: the app crashes when I open a recipe"])[0]
+        for size in batch_sizes:
+            self.predict_ids([sample] * size)
+        self.warmed_up = True
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "base_model": self.manifest.base_model,
+            "device": str(self.device),
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "warmed_up": self.warmed_up,
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+        }

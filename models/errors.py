@@ -1,0 +1,17 @@
+"""Errors raised by the ML layer. The HTTP layer maps them to responses; they never carry HTTP codes."""
+
+
+class ModelError(Exception):
+    """Base class for failures in models/."""
+
+
+class DataError(ModelError, ValueError):
+    """Input data (a dataset file, a taxonomy, a checkpoint manifest) is malformed."""
+
+
+class CheckpointError(ModelError):
+    """A checkpoint folder is missing or incomplete."""
+
+
+class HardwareError(ModelError):
+    """The requested device, dtype or quantisation is not available on this machine."""

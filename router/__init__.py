@@ -1,0 +1,1 @@
+"""Routing policy over probabilities and labels: pure Python, no torch, no HTTP."""

@@ -1,0 +1,72 @@
+"""Shared fixtures: a small generated dataset, a tiny encoder trained on it, and real servers on loopback."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from app.main import create_app
+from app.settings import Settings
+from models.generate import write_generated_dataset
+from models.train_encoder import EncoderTrainingArgs, train_encoder
+
+
+@pytest.fixture(scope="session")
+def dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("data") / "eurochef"
+    write_generated_dataset(out, n=800, seed=1, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def encoder_dir(dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny encoder trained briefly: good enough to exercise every code path, not to be accurate."""
+    out = tmp_path_factory.mktemp("ckpt") / "encoder"
+    args = EncoderTrainingArgs.for_base_model("tiny", epochs=3, tiny_vocab_size=2000, max_length=128)
+    train_encoder(dataset_dir, out, args, progress=False)
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def running_server(settings: Settings, wait_ready: bool = True) -> Iterator[str]:
+    """A real uvicorn server in a thread on loopback; yields its base URL."""
+    app = create_app(settings)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    try:
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("server did not start")
+            time.sleep(0.02)
+        while wait_ready and httpx.get(f"{url}/ready").json()["status"] == "loading":
+            if time.monotonic() > deadline:
+                raise RuntimeError("server did not become ready")
+            time.sleep(0.05)
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(encoder_dir: Path) -> Iterator[str]:
+    with running_server(Settings(encoder_path=encoder_dir, max_wait_ms=20)) as url:
+        yield url

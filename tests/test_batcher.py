@@ -1,0 +1,161 @@
+"""The batcher with a fake predict function (the seam it is built for)."""
+
+import asyncio
+import threading
+import time
+from collections.abc import Sequence
+
+import pytest
+
+from app.batcher import (
+    BatcherClosed,
+    BatchPolicy,
+    DeadlineExceeded,
+    DynamicBatcher,
+    QueueFull,
+    plan_batches,
+)
+
+
+class Recorder:
+    """A predict function that doubles its inputs and records each batch it saw."""
+
+    def __init__(self, delay: float = 0.0, fail_on: int | None = None) -> None:
+        self.batches: list[list[int]] = []
+        self.delay = delay
+        self.fail_on = fail_on
+        self.release = threading.Event()
+        self.release.set()
+
+    def __call__(self, items: list[int]) -> list[int]:
+        self.release.wait(5)
+        self.batches.append(list(items))
+        if self.delay:
+            time.sleep(self.delay)
+        if self.fail_on is not None and self.fail_on in items:
+            raise RuntimeError("model exploded")
+        return [2 * x for x in items]
+
+
+class Observer:
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+        self.depths: list[int] = []
+
+    def batch_done(self, size: int, padded_tokens: int, waits: Sequence[float], seconds: float) -> None:
+        self.sizes.append(size)
+
+    def queue_depth(self, depth: int) -> None:
+        self.depths.append(depth)
+
+
+def test_plan_batches_sorts_by_cost_and_respects_budgets() -> None:
+    policy = BatchPolicy(max_batch_size=3, max_batch_tokens=100)
+    costs = [50, 10, 11, 12, 40, 13]
+    batches = plan_batches(costs, policy)
+    assert sorted(i for b in batches for i in b) == list(range(6))
+    assert all(len(b) <= 3 for b in batches)
+    assert all(len(b) * max(costs[i] for i in b) <= 100 or len(b) == 1 for b in batches)
+    assert batches[0] == [1, 2, 3]  # the three shortest share a batch
+
+
+def test_an_item_over_the_token_budget_runs_alone() -> None:
+    assert plan_batches([500, 5], BatchPolicy(max_batch_tokens=100)) == [[1], [0]]
+
+
+def test_concurrent_submits_are_batched_and_each_caller_gets_its_own_results() -> None:
+    predict, observer = Recorder(), Observer()
+
+    async def main() -> list[list[int]]:
+        batcher = DynamicBatcher(predict, BatchPolicy(max_batch_size=64, max_wait_s=0.05), observer=observer)
+        await batcher.start()
+        try:
+            return await asyncio.gather(*(batcher.submit([i, 100 + i], timeout=5) for i in range(20)))
+        finally:
+            await batcher.stop()
+
+    results = asyncio.run(main())
+    assert results == [[2 * i, 2 * (100 + i)] for i in range(20)]
+    assert max(observer.sizes) > 2  # several callers shared a forward pass
+    assert sum(observer.sizes) == 40
+
+
+def test_full_queue_raises_queue_full_with_retry_hint() -> None:
+    predict = Recorder()
+    predict.release.clear()  # hold the worker so the queue fills up
+
+    async def main() -> None:
+        batcher = DynamicBatcher(predict, BatchPolicy(max_batch_size=2, max_queue=4, max_wait_s=0))
+        await batcher.start()
+        first = asyncio.create_task(batcher.submit([1, 2, 3, 4], timeout=5))
+        await asyncio.sleep(0.05)
+        with pytest.raises(QueueFull) as info:
+            await batcher.submit([5], timeout=5)
+        assert info.value.retry_after >= 1
+        predict.release.set()
+        assert await first == [2, 4, 6, 8]
+        await batcher.stop()
+
+    asyncio.run(main())
+
+
+def test_deadline_drops_queued_items_and_never_hangs() -> None:
+    predict = Recorder()
+
+    async def main() -> None:
+        batcher = DynamicBatcher(predict, BatchPolicy(max_batch_size=10, max_wait_s=1.0))
+        await batcher.start()
+        with pytest.raises(DeadlineExceeded):
+            await batcher.submit([1], timeout=0.05)
+        assert batcher.depth == 0
+        await batcher.stop()
+
+    asyncio.run(main())
+    assert predict.batches == []  # the expired item never reached the model
+
+
+def test_predict_failure_reaches_only_its_batch() -> None:
+    predict = Recorder(fail_on=13)
+
+    async def main() -> None:
+        batcher = DynamicBatcher(predict, BatchPolicy(max_batch_size=1, max_wait_s=0))
+        await batcher.start()
+        bad, good = await asyncio.gather(
+            batcher.submit([13], timeout=5), batcher.submit([7], timeout=5), return_exceptions=True
+        )
+        assert isinstance(bad, RuntimeError) and good == [14]
+        assert await batcher.submit([8], timeout=5) == [16]  # the worker keeps serving
+        await batcher.stop()
+
+    asyncio.run(main())
+
+
+def test_unbatched_mode_runs_one_predict_per_request() -> None:
+    predict = Recorder()
+
+    async def main() -> None:
+        batcher = DynamicBatcher(predict, BatchPolicy(batching=False))
+        await batcher.start()
+        await asyncio.gather(*(batcher.submit([i], timeout=5) for i in range(5)))
+        await batcher.stop()
+
+    asyncio.run(main())
+    assert sorted(predict.batches) == [[0], [1], [2], [3], [4]]
+
+
+def test_submit_before_start_and_after_stop_is_refused() -> None:
+    async def main() -> None:
+        batcher = DynamicBatcher(Recorder(), BatchPolicy())
+        with pytest.raises(BatcherClosed):
+            await batcher.submit([1], timeout=1)
+        await batcher.start()
+        await batcher.stop()
+        with pytest.raises(BatcherClosed):
+            await batcher.submit([1], timeout=1)
+
+    asyncio.run(main())
+
+
+def test_invalid_policy_is_rejected() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        BatchPolicy(max_batch_size=0)

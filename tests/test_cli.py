@@ -1,0 +1,69 @@
+"""The ``triage`` console script, run as a real subprocess."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from app.cli import build_default
+
+
+def triage(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_generate_data_then_train_encoder(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    done = triage("generate-data", "--out", str(data), "--n", "300", "--seed", "3", "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert {p.name for p in data.iterdir()} >= {"train.jsonl", "validation.jsonl", "test.jsonl", "taxonomy.json"}
+    out = tmp_path / "enc"
+    done = triage(
+        "train-encoder", "--data", str(data), "--base-model", "tiny", "--out", str(out), "--epochs", "1", "--quiet"
+    )
+    assert done.returncode == 0, done.stderr
+    assert "F1 micro" in done.stdout and "test_heldout" in done.stdout
+    assert (out / "triage_manifest.json").exists()
+
+
+def test_unreachable_base_model_fails_with_a_hint(tmp_path: Path, dataset_dir: Path) -> None:
+    done = triage(
+        "train-encoder",
+        "--data",
+        str(dataset_dir),
+        "--base-model",
+        "microsoft/mdeberta-v3-base",
+        "--out",
+        str(tmp_path / "x"),
+        "--quiet",
+        env={"HF_HUB_OFFLINE": "1"},
+    )
+    assert done.returncode == 2
+    assert "use --base-model tiny" in done.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_serve_refuses_a_missing_checkpoint(tmp_path: Path) -> None:
+    done = triage("serve", "--encoder", str(tmp_path / "none"), "--port", "1")
+    assert done.returncode == 2
+    assert "does not exist; build the default with `triage build-default`" in done.stderr
+
+
+def test_bad_data_folder_is_reported(tmp_path: Path) -> None:
+    done = triage("train-encoder", "--data", str(tmp_path), "--base-model", "tiny", "--out", str(tmp_path / "o"))
+    assert done.returncode == 2
+    assert "missing train.jsonl" in done.stderr
+
+
+def test_build_default_if_missing_skips_an_existing_checkpoint(tmp_path: Path, encoder_dir: Path) -> None:
+    checkpoints = tmp_path / "checkpoints"
+    checkpoints.mkdir()
+    (checkpoints / "encoder").symlink_to(encoder_dir)
+    assert build_default(tmp_path / "data", checkpoints, if_missing=True, n=100, seed=0, progress=False) is False
+    assert not (tmp_path / "data").exists()

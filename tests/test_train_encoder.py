@@ -1,0 +1,46 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.checkpoint import read_manifest
+from models.encoder import EncoderClassifier
+from models.errors import DataError
+from models.taxonomy import load_taxonomy
+from models.train_encoder import EncoderTrainingArgs
+
+
+def test_checkpoint_carries_everything_needed_to_serve(encoder_dir: Path) -> None:
+    manifest = read_manifest(encoder_dir, kind="encoder")
+    assert manifest.labels() == load_taxonomy().names
+    assert len(manifest.thresholds) == 15 and all(0 < t < 1 for t in manifest.thresholds)
+    assert manifest.training_args["base_model"] == "tiny"
+    assert {"validation", "test", "test_heldout"} <= set(manifest.metrics)
+    assert 0.0 <= manifest.metrics["test"]["f1_micro"] <= 1.0
+    assert manifest.data_fingerprint and manifest.versions["torch"]
+    assert (encoder_dir / "README.md").read_text().startswith("# triage encoder (tiny)")
+    assert json.loads((encoder_dir / "config.json").read_text())["model_type"] == "deberta-v2"
+
+
+def test_encoder_predicts_probabilities_in_input_order(encoder_dir: Path) -> None:
+    encoder = EncoderClassifier.load(encoder_dir, device="cpu")
+    texts = ["app crash", "Ich möchte kündigen, sofort! " * 5, "merci beaucoup"]
+    probs = encoder.predict_texts(texts)
+    assert probs.shape == (3, 15)
+    assert ((probs > 0) & (probs < 1)).all()
+    one_by_one = np.vstack([encoder.predict_ids(encoder.encode([t])) for t in texts])
+    np.testing.assert_allclose(probs, one_by_one, atol=1e-5)  # padding does not change a ticket's scores
+
+
+def test_encoder_truncates_to_max_length(encoder_dir: Path) -> None:
+    encoder = EncoderClassifier.load(encoder_dir, device="cpu")
+    (ids,) = encoder.encode(["word " * 5000])
+    assert len(ids) == encoder.max_length
+
+
+def test_training_arguments_are_validated() -> None:
+    with pytest.raises(DataError, match=r"epochs=0.*learning_rate=2.0"):
+        EncoderTrainingArgs(epochs=0, learning_rate=2.0)
+    tiny = EncoderTrainingArgs.for_base_model("tiny", epochs=2)
+    assert tiny.epochs == 2 and tiny.learning_rate > EncoderTrainingArgs().learning_rate
