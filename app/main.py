@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
+from dataclasses import asdict
 from typing import Any
 
 from fastapi import FastAPI
@@ -18,10 +19,13 @@ from fastapi.responses import JSONResponse, Response
 
 from app import errors
 from app.errors import install_error_handlers
+from app.llm_tier import LazyLLM
 from app.metrics import Metrics
 from app.schemas import ClassifyRequest, ClassifyResponse, ErrorResponse, TicketResult, check_limits
-from app.service import ClassificationService, TicketInput
+from app.service import ClassificationService, TicketInput, llm_batch_policy
 from app.settings import Settings
+from models.llm import LLMConfig, create_llm
+from router.escalation import EscalationMode
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +63,36 @@ def _load_service(settings: Settings, metrics: Metrics) -> ClassificationService
     encoder.warmup()
     health = encoder.health()
     metrics.model_info.labels("encoder", encoder.version, encoder.manifest.base_model, health["device"]).set(1)
-    return ClassificationService(encoder, settings, metrics)
+    llm = None
+    if settings.llm_backend != "none":
+        config = llm_config(settings)
+        llm = LazyLLM(
+            lambda: create_llm(settings.llm_backend, config),
+            llm_batch_policy(settings),
+            metrics,
+            idle_unload_s=settings.llm_idle_unload_s,
+        )
+    return ClassificationService(encoder, settings, metrics, llm)
+
+
+def llm_config(settings: Settings) -> LLMConfig:
+    """The LLM backend's configuration; ``auto`` quantisation is NF4 on CUDA and none on the CPU."""
+    from models.device import resolve_device
+
+    quantization = settings.llm_quantization
+    if quantization == "auto":
+        quantization = "nf4" if resolve_device(settings.device).type == "cuda" else "none"
+    return LLMConfig(
+        adapter_path=settings.llm_adapter_path,
+        base_model=settings.llm_base_model,
+        quantization=quantization,
+        device=settings.device,
+        max_new_tokens=settings.llm_max_new_tokens,
+        endpoint=settings.llm_endpoint,
+        api_key=settings.llm_api_key,
+        remote_model=settings.llm_remote_model,
+        timeout_s=settings.llm_timeout_s,
+    )
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -116,7 +149,9 @@ def create_app(settings: Settings) -> FastAPI:
         """Labels, per-label scores and the deciding tier for each ticket, in request order."""
         tickets = check_limits(body, settings.max_text_chars, settings.max_tickets)
         service = require_service()
-        outcomes = await service.classify([TicketInput(t.text, t.id, t.language) for t in tickets])
+        outcomes = await service.classify(
+            [TicketInput(t.text, t.id, t.language) for t in tickets], EscalationMode(body.escalation)
+        )
         return ClassifyResponse(
             model_version=service.encoder.version,
             results=[
@@ -128,6 +163,7 @@ def create_app(settings: Settings) -> FastAPI:
                     confidence=o.decision.confidence,
                     decided_by="llm" if o.decision.decided_by == "llm" else "encoder",
                     escalated=o.decision.escalated,
+                    escalation=o.decision.escalation,
                 )
                 for o in outcomes
             ],
@@ -176,6 +212,17 @@ def create_app(settings: Settings) -> FastAPI:
                 "max_queue": settings.max_queue,
                 "request_timeout_s": settings.request_timeout_s,
             },
+            "escalation": {
+                "backend": settings.llm_backend,
+                "threshold": settings.escalation_threshold,
+                "threshold_source": "settings (TRIAGE_ESCALATION_THRESHOLD)",
+                "max_fraction": settings.escalation_max_fraction,
+                "window_s": settings.escalation_window_s,
+                "max_in_flight": settings.escalation_max_in_flight,
+                "merge_policy": settings.merge_policy,
+                "budget": asdict(service.budget.stats()),
+            },
+            "llm": service.llm.info() if service.llm is not None else None,
             "limits": {"max_text_chars": settings.max_text_chars, "max_tickets": settings.max_tickets},
             "languages": settings.languages,
         }

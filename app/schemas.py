@@ -47,6 +47,7 @@ class ClassifyRequest(BaseModel):
         json_schema_extra={
             "examples": [
                 {"text": EXAMPLE_TEXT, "id": "T-1001"},
+                {"text": "Urgent: charged twice and now locked out!!", "escalation": "force"},
                 {
                     "tickets": [
                         {"id": "T-1", "text": "I was charged twice this month, please refund!"},
@@ -65,6 +66,11 @@ class ClassifyRequest(BaseModel):
     id: str | None = Field(None, max_length=200)
     language: LanguageCode = None
     tickets: list[TicketIn] | None = Field(None, description="Batch form: 1 to TRIAGE_MAX_TICKETS tickets (256).")
+    escalation: Literal["auto", "never", "force"] = Field(
+        "auto",
+        description="auto: low-confidence tickets go to the LLM tier within budget; never: encoder only; "
+        "force: every ticket goes to the LLM tier (still limited by the in-flight cap).",
+    )
 
     @model_validator(mode="after")
     def _one_form(self) -> ClassifyRequest:
@@ -108,8 +114,12 @@ class TicketResult(BaseModel):
     labels: list[str] = Field(description="Predicted labels, from the served checkpoint's taxonomy only.")
     scores: dict[str, float] = Field(description="Per-label sigmoid probability (multi-label: they need not sum to 1).")
     confidence: float = Field(description="Smallest normalised margin of any label from its threshold, in [0, 1].")
-    decided_by: Literal["encoder", "llm"]
-    escalated: bool
+    decided_by: Literal["encoder", "llm"] = Field(description="Which tier's answer this is.")
+    escalated: bool = Field(description="Whether the ticket was sent to the LLM tier.")
+    escalation: Literal["not_needed", "done", "skipped_budget", "unavailable", "timeout", "disabled", "failed"] = Field(
+        description="What happened to escalation: not_needed (confident, or escalation=never), done (LLM answered), "
+        "skipped_budget, unavailable (LLM loading or failed to load), timeout, disabled (no LLM tier), failed."
+    )
 
 
 class ClassifyResponse(BaseModel):

@@ -68,5 +68,5 @@ def running_server(settings: Settings, wait_ready: bool = True) -> Iterator[str]
 
 @pytest.fixture(scope="module")
 def server(encoder_dir: Path) -> Iterator[str]:
-    with running_server(Settings(encoder_path=encoder_dir, max_wait_ms=20)) as url:
+    with running_server(Settings(encoder_path=encoder_dir, max_wait_ms=20, llm_backend="none")) as url:
         yield url

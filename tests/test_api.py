@@ -158,7 +158,7 @@ def test_metrics_names_are_exported(server: str) -> None:
 
 def test_overload_gets_429_with_retry_after(encoder_dir: Path) -> None:
     # a long flush wait keeps the first request's tickets queued while the second arrives
-    settings = Settings(encoder_path=encoder_dir, max_queue=8, max_batch_size=64, max_wait_ms=1500)
+    settings = Settings(encoder_path=encoder_dir, max_queue=8, max_batch_size=64, max_wait_ms=1500, llm_backend="none")
     with running_server(settings) as url:
 
         async def scenario() -> tuple[httpx.Response, httpx.Response]:
@@ -176,7 +176,9 @@ def test_overload_gets_429_with_retry_after(encoder_dir: Path) -> None:
 
 
 def test_deadline_gets_503_not_a_hang(encoder_dir: Path) -> None:
-    settings = Settings(encoder_path=encoder_dir, max_batch_size=64, max_wait_ms=3000, request_timeout_s=0.2)
+    settings = Settings(
+        encoder_path=encoder_dir, max_batch_size=64, max_wait_ms=3000, request_timeout_s=0.2, llm_backend="none"
+    )
     with running_server(settings) as url:
         response = classify(url, {"text": "app crash"})
     assert response.status_code == 503
