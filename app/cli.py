@@ -127,6 +127,87 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from app.evaluate import EvalConfig, run_evaluation
+
+    run_evaluation(
+        EvalConfig(
+            data=args.data,
+            encoder=args.encoder,
+            adapter=args.adapter,
+            out=args.out,
+            llm_backend=args.llm_backend,
+            llm_endpoint=args.llm_endpoint,
+            threshold=args.threshold,
+            merge_policy=args.merge_policy,
+            label_map=args.label_map,
+            baseline=not args.no_baseline,
+        ),
+        progress=not args.quiet,
+    )
+    print(f"report written to {args.out}/report.md")
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from models.calibrate import calibrate_checkpoint
+
+    manifest = calibrate_checkpoint(args.encoder, args.data, min_positives=args.min_positives)
+    report = manifest.metrics["calibration"]
+    print(
+        f"calibrated {args.encoder}: mean ECE {report['mean_ece_before']:.4f} -> {report['mean_ece_after']:.4f}; "
+        f"own temperature for {len(report['own_temperature'])} label(s), global T "
+        f"{report['global_temperature']:.3f} for the rest"
+    )
+    return 0
+
+
+def _calibrate_router(args: argparse.Namespace) -> int:
+    from app.operating_point import RouterTarget, calibrate_router
+
+    router = calibrate_router(
+        args.encoder,
+        args.data,
+        RouterTarget(escalation=args.target_escalation, f1=args.target_f1),
+        adapter=args.adapter,
+        llm_backend=args.llm_backend,
+        llm_endpoint=args.llm_endpoint,
+    )
+    print(
+        f"escalation threshold {router['escalation_threshold']:.4f}: "
+        f"{router['validation_escalation_rate']:.1%} of {router['validation_tickets']} validation tickets escalate; "
+        f"written to {args.encoder}/triage_manifest.json"
+    )
+    return 0
+
+
+def _retrain(args: argparse.Namespace) -> int:
+    from app.retrain import RetrainConfig, retrain
+
+    decision = retrain(
+        RetrainConfig(
+            data=args.data,
+            out=args.out,
+            base_model=args.base_model,
+            with_adapter=args.with_adapter,
+            metric=args.metric,
+            margin=args.margin,
+            target_escalation=args.target_escalation,
+            epochs=args.epochs,
+            seed=args.seed,
+        ),
+        progress=not args.quiet,
+    )
+    return 0 if decision["promoted"] else 3
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    from app.retrain import rollback
+
+    print(f"{args.out}/default now serves {rollback(args.out)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="triage", description=__doc__)
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -169,6 +250,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--if-missing", action="store_true", help="do nothing when the default checkpoint exists")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_build_default)
+
+    p = sub.add_parser("evaluate", help="encoder, LLM, hybrid and n-gram baseline on a test set: tables and plots")
+    p.add_argument("--data", type=Path, required=True, help="test .jsonl/.csv, or a dataset folder (its test split)")
+    p.add_argument("--encoder", type=Path, default=DEFAULT_CHECKPOINTS / "encoder")
+    p.add_argument("--adapter", type=Path, help="adapter folder: adds the LLM and hybrid rows")
+    p.add_argument("--llm-backend", default="local", choices=["local", "openai"])
+    p.add_argument("--llm-endpoint", default="http://127.0.0.1:8001/v1", help="openai backend: the /v1 URL")
+    p.add_argument("--out", type=Path, required=True, help="report folder (report.md, report.json, PNG plots)")
+    p.add_argument("--threshold", type=float, help="escalation threshold (default: the encoder manifest's)")
+    p.add_argument("--merge-policy", default="default=llm")
+    p.add_argument("--label-map", type=Path, help="JSON {their_label: our_label}; scores only the mapped labels")
+    p.add_argument("--no-baseline", action="store_true", help="skip the n-gram TF-IDF baseline")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("calibrate", help="temperature scaling + threshold re-tuning of an encoder, on validation data")
+    p.add_argument("--encoder", type=Path, required=True)
+    p.add_argument("--data", type=Path, required=True, help="validation .jsonl, or a dataset folder")
+    p.add_argument("--min-positives", type=int, default=20, help="fewer positives: the label shares a global T")
+    p.set_defaults(func=_calibrate)
+
+    p = sub.add_parser("calibrate-router", help="choose the escalation threshold on validation data")
+    p.add_argument("--encoder", type=Path, required=True)
+    p.add_argument("--adapter", type=Path, help="needed for --target-f1")
+    p.add_argument("--llm-backend", default="local", choices=["local", "openai"])
+    p.add_argument("--llm-endpoint", default="http://127.0.0.1:8001/v1", help="openai backend: the /v1 URL")
+    p.add_argument("--data", type=Path, required=True, help="validation .jsonl, or a dataset folder")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--target-escalation", type=float, help="share of tickets to escalate, e.g. 0.15")
+    target.add_argument("--target-f1", type=float, help="smallest escalation rate whose hybrid F1 micro reaches this")
+    p.set_defaults(func=_calibrate_router)
+
+    p = sub.add_parser("retrain", help="train, calibrate, evaluate; promote only if not worse than what is served")
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--out", type=Path, default=Path("checkpoints"))
+    p.add_argument("--base-model", default="tiny")
+    p.add_argument("--with-adapter", action="store_true", help="also train the LoRA adapter (tiny base)")
+    p.add_argument("--metric", default="f1_micro", choices=["f1_micro", "f1_macro", "exact_match"])
+    p.add_argument("--margin", type=float, default=0.0, help="promote if candidate >= current - margin")
+    p.add_argument("--target-escalation", type=float, default=0.15)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_retrain)
+
+    p = sub.add_parser("rollback", help="serve the version that was current before the last promotion")
+    p.add_argument("--out", type=Path, default=Path("checkpoints"))
+    p.set_defaults(func=_rollback)
 
     p = sub.add_parser("bench", help="raw encoder vs served (batched and unbatched) throughput, one run")
     p.add_argument(

@@ -72,7 +72,7 @@ def _load_service(settings: Settings, metrics: Metrics) -> ClassificationService
             metrics,
             idle_unload_s=settings.llm_idle_unload_s,
         )
-    return ClassificationService(encoder, settings, metrics, llm)
+    return ClassificationService(encoder, settings, metrics, llm, router_threshold=encoder.manifest.router_threshold())
 
 
 def llm_config(settings: Settings) -> LLMConfig:
@@ -214,8 +214,8 @@ def create_app(settings: Settings) -> FastAPI:
             },
             "escalation": {
                 "backend": settings.llm_backend,
-                "threshold": settings.escalation_threshold,
-                "threshold_source": "settings (TRIAGE_ESCALATION_THRESHOLD)",
+                "threshold": service.threshold,
+                "threshold_source": service.threshold_source,
                 "max_fraction": settings.escalation_max_fraction,
                 "window_s": settings.escalation_window_s,
                 "max_in_flight": settings.escalation_max_in_flight,

@@ -80,6 +80,19 @@ def batch_policy(settings: Settings) -> BatchPolicy:
     )
 
 
+DEFAULT_ESCALATION_THRESHOLD = 0.25
+
+
+def resolve_threshold(configured: float | None, calibrated: tuple[float | None, str]) -> tuple[float, str]:
+    """The escalation threshold and where it came from: the setting, else the manifest's, else the default."""
+    if configured is not None:
+        return configured, "configured (TRIAGE_ESCALATION_THRESHOLD or --threshold)"
+    value, source = calibrated
+    if value is not None:
+        return value, f"encoder manifest ({source})"
+    return DEFAULT_ESCALATION_THRESHOLD, "default (run `triage calibrate-router` to choose it from data)"
+
+
 def llm_batch_policy(settings: Settings) -> BatchPolicy:
     """Smaller batches and a longer wait than the encoder's: generation is slow and escalations are sparse."""
     return BatchPolicy(
@@ -93,7 +106,14 @@ def llm_batch_policy(settings: Settings) -> BatchPolicy:
 class ClassificationService:
     """Serves one encoder through a dynamic batcher."""
 
-    def __init__(self, encoder: EncoderTier, settings: Settings, metrics: Metrics, llm: LazyLLM | None = None) -> None:
+    def __init__(
+        self,
+        encoder: EncoderTier,
+        settings: Settings,
+        metrics: Metrics,
+        llm: LazyLLM | None = None,
+        router_threshold: tuple[float | None, str] = (None, ""),
+    ) -> None:
         self.encoder = encoder
         self.settings = settings
         self.metrics = metrics
@@ -101,6 +121,7 @@ class ClassificationService:
         taxonomy = encoder.taxonomy
         self.groups = taxonomy.groups
         self.rules = LabelRules.build(encoder.labels, taxonomy.groups, taxonomy.exclusive_groups, taxonomy.implies)
+        self.threshold, self.threshold_source = resolve_threshold(settings.escalation_threshold, router_threshold)
         self.merge_policy = MergePolicy.parse(settings.merge_policy)
         self.merge_policy.check_groups(self.groups)
         self.budget = EscalationBudget(
@@ -161,11 +182,7 @@ class ClassificationService:
     async def _escalate(self, texts: list[str], decisions: list[Decision], mode: EscalationMode) -> list[Decision]:
         """Send the tickets that need it to the LLM within budget; merge or annotate every decision."""
         self.budget.record(len(texts))
-        wanted = [
-            i
-            for i, d in enumerate(decisions)
-            if needs_escalation(d.confidence, self.settings.escalation_threshold, mode)
-        ]
+        wanted = [i for i, d in enumerate(decisions) if needs_escalation(d.confidence, self.threshold, mode)]
         if not wanted:
             return decisions
         out = list(decisions)

@@ -54,7 +54,13 @@ class Settings(BaseSettings):
     llm_endpoint: str = Field("http://127.0.0.1:8001/v1", description="openai backend: the server's /v1 URL.")
     llm_api_key: str | None = Field(None, description="openai backend: bearer token.")
     llm_remote_model: str = Field("triage-adapter", description="openai backend: model (LoRA module) name.")
-    escalation_threshold: float = Field(0.25, ge=0, le=1, description="Escalate tickets whose confidence is below.")
+    escalation_threshold: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Escalate tickets whose confidence is below; default: the encoder manifest's (from "
+        "`triage calibrate-router`), else 0.25.",
+    )
     escalation_max_fraction: float = Field(0.15, ge=0, le=1, description="Most tickets escalated per window.")
     escalation_window_s: float = Field(60.0, gt=0, description="Sliding window of the escalation budget.")
     escalation_max_in_flight: int = Field(32, ge=1, description="Most escalated tickets at the LLM at once.")

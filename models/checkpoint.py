@@ -61,8 +61,17 @@ class Manifest:
     def labels(self) -> list[str]:
         return Taxonomy.from_dict(self.taxonomy).names
 
+    def router_threshold(self) -> tuple[float | None, str]:
+        """The escalation threshold ``triage calibrate-router`` stored here (None if never run), and its source."""
+        router = self.extra.get("router", {})
+        return router.get("escalation_threshold"), str(router.get("source", ""))
+
     def write(self, folder: Path) -> None:
-        (folder / MANIFEST_FILE).write_text(json.dumps(asdict(self), indent=2, ensure_ascii=False) + "\n")
+        """Write the manifest atomically (temp file + rename): a reader sees the old or the new one, never half."""
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{MANIFEST_FILE}.")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(asdict(self), indent=2, ensure_ascii=False) + "\n")
+        os.replace(tmp, folder / MANIFEST_FILE)
 
 
 def read_manifest(folder: str | Path, kind: str | None = None) -> Manifest:

@@ -11,10 +11,12 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from models.errors import DataError
 from models.taxonomy import Taxonomy, load_taxonomy
@@ -100,6 +102,17 @@ def read_examples(path: str | Path, taxonomy: Taxonomy | None = None) -> list[Ex
     if not examples:
         raise DataError(f"{path}: no examples")
     return examples
+
+
+def label_matrix(examples: Sequence[Example], labels: Sequence[str]) -> np.ndarray:
+    """A (examples, labels) 0/1 float32 matrix; labels not in ``labels`` are ignored."""
+    index = {name: i for i, name in enumerate(labels)}
+    y = np.zeros((len(examples), len(labels)), dtype=np.float32)
+    for row, ex in enumerate(examples):
+        for label in ex.labels:
+            if label in index:
+                y[row, index[label]] = 1.0
+    return y
 
 
 def write_jsonl(path: str | Path, examples: Iterable[Example]) -> None:

@@ -86,9 +86,14 @@ class EncoderClassifier:
         out = self.tokenizer(list(texts), truncation=True, max_length=self.max_length, add_special_tokens=True)
         return [list(ids) for ids in out["input_ids"]]
 
-    @torch.inference_mode()
     def predict_ids(self, batch: Sequence[Sequence[int]]) -> Probs:
         """Pad one batch of token-id lists, run one forward pass, return (n, labels) calibrated probabilities."""
+        logits = torch.from_numpy(self.logits_ids(batch))
+        return torch.sigmoid(logits / self._temperatures).numpy()
+
+    @torch.inference_mode()
+    def logits_ids(self, batch: Sequence[Sequence[int]]) -> Probs:
+        """Raw (uncalibrated) logits for one padded batch, as float32 (n, labels)."""
         if not batch:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         width = max(len(ids) for ids in batch)
@@ -101,17 +106,20 @@ class EncoderClassifier:
             logits = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)).logits
         except torch.OutOfMemoryError as exc:
             raise ModelError(f"out of memory on {self.device} for a batch of {len(batch)} x {width} tokens") from exc
-        probs = torch.sigmoid(logits.float().cpu() / self._temperatures)
-        return probs.numpy()
+        return logits.float().cpu().numpy()
 
-    def predict_texts(self, texts: Sequence[str], batch_size: int = 64) -> Probs:
-        """Convenience for offline use: encode and predict in length-sorted batches, in input order."""
+    def predict_texts(self, texts: Sequence[str], batch_size: int = 64, logits: bool = False) -> Probs:
+        """Offline use: encode and predict in length-sorted batches, in input order.
+
+        Calibrated probabilities by default; ``logits=True`` gives the raw logits (what calibration is fitted on).
+        """
         ids = self.encode(texts)
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        run = self.logits_ids if logits else self.predict_ids
         out = np.zeros((len(ids), len(self.labels)), dtype=np.float32)
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
-            out[chunk] = self.predict_ids([ids[i] for i in chunk])
+            out[chunk] = run([ids[i] for i in chunk])
         return out
 
     def warmup(self, batch_sizes: Sequence[int] = (1, 8)) -> None:

@@ -1,8 +1,8 @@
 """Offline fine-tuning of a multi-label encoder (mDeBERTa-v3 in production, a tiny DeBERTa-v2 offline).
 
 Weighted BCE (per-label ``pos_weight`` for rare labels), AdamW with linear warm-up and decay, early stopping on
-validation macro-F1, bf16 autocast on CUDA (never fp16: DeBERTa-v3 overflows), per-label thresholds tuned on
-validation, and an atomically written checkpoint.
+validation macro-F1, bf16 autocast on CUDA (never fp16: DeBERTa-v3 overflows), temperature scaling and per-label
+thresholds fitted on validation (``models.calibrate``), and an atomically written checkpoint.
 """
 
 from __future__ import annotations
@@ -21,11 +21,13 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from models.calibrate import calibrate_logits
+from models.calibration import apply_temperatures
 from models.checkpoint import Manifest, atomic_folder, write_model_card
-from models.datasets import Dataset, Example, load_dataset
+from models.datasets import Dataset, Example, label_matrix, load_dataset
 from models.device import resolve_device
 from models.errors import CheckpointError, DataError
-from models.scoring import score, tune_thresholds
+from models.scoring import score
 from models.tiny import TINY, tiny_deberta_config, train_bpe_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -74,16 +76,6 @@ class EncoderTrainingArgs:
             defaults.update(epochs=24, batch_size=32, learning_rate=1e-3, max_length=160, patience=4, warmup_ratio=0.06)
         defaults.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**defaults)
-
-
-def label_matrix(examples: Sequence[Example], labels: list[str]) -> np.ndarray:
-    index = {name: i for i, name in enumerate(labels)}
-    y = np.zeros((len(examples), len(labels)), dtype=np.float32)
-    for row, ex in enumerate(examples):
-        for label in ex.labels:
-            if label in index:
-                y[row, index[label]] = 1.0
-    return y
 
 
 def _build_model(args: EncoderTrainingArgs, dataset: Dataset) -> tuple[Any, Any]:
@@ -137,7 +129,7 @@ def _pad(ids: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]
 
 
 @torch.inference_mode()
-def _predict(model: Any, ids: list[list[int]], pad_id: int, device: torch.device, num_labels: int) -> np.ndarray:
+def _logits(model: Any, ids: list[list[int]], pad_id: int, device: torch.device, num_labels: int) -> np.ndarray:
     model.eval()
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     out = np.zeros((len(ids), num_labels), dtype=np.float32)
@@ -146,7 +138,7 @@ def _predict(model: Any, ids: list[list[int]], pad_id: int, device: torch.device
         input_ids, mask = _pad([ids[i] for i in chunk], pad_id)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
-        out[chunk] = torch.sigmoid(logits.float()).cpu().numpy()
+        out[chunk] = logits.float().cpu().numpy()
     return out
 
 
@@ -206,8 +198,8 @@ def train_encoder(data: str | Path, out: str | Path, args: EncoderTrainingArgs, 
             optimizer.zero_grad(set_to_none=True)
             running += float(loss.detach())
             bar.update(1)
-        val_probs = _predict(model, val_ids, pad_id, device, len(labels))
-        val_f1 = score(y_val, val_probs >= 0.5, labels).f1_macro
+        val_logits = _logits(model, val_ids, pad_id, device, len(labels))
+        val_f1 = score(y_val, val_logits >= 0.0, labels).f1_macro  # probability >= 0.5
         history.append({"epoch": epoch, "loss": running / steps_per_epoch, "val_f1_macro": val_f1})
         bar.set_postfix(epoch=epoch, loss=f"{running / steps_per_epoch:.3f}", val_macro_f1=f"{val_f1:.3f}")
         logger.info("epoch %d loss %.4f val macro-F1 %.4f", epoch, running / steps_per_epoch, val_f1)
@@ -223,14 +215,16 @@ def train_encoder(data: str | Path, out: str | Path, args: EncoderTrainingArgs, 
     if best_state is not None:
         model.load_state_dict(best_state)
 
-    thresholds = tune_thresholds(y_val, _predict(model, val_ids, pad_id, device, len(labels)))
+    val_logits = _logits(model, val_ids, pad_id, device, len(labels))
+    temperatures, thresholds, calibration = calibrate_logits(val_logits, y_val, labels)
     metrics: dict[str, Any] = {}
     for split, examples in dataset.splits.items():
         if split == "train":
             continue
-        probs = _predict(model, encode(examples), pad_id, device, len(labels))
+        probs = apply_temperatures(_logits(model, encode(examples), pad_id, device, len(labels)), temperatures)
         preds = probs >= np.asarray(thresholds)
         metrics[split] = score(label_matrix(examples, labels), preds, labels).summary()
+    metrics["calibration"] = calibration
     train_seconds = time.perf_counter() - started
     metrics["train_seconds"] = round(train_seconds, 1)
     metrics["best_epoch"] = best_epoch
@@ -243,7 +237,7 @@ def train_encoder(data: str | Path, out: str | Path, args: EncoderTrainingArgs, 
         base_model=args.base_model,
         taxonomy=dataset.taxonomy.to_dict(),
         thresholds=thresholds,
-        temperatures=[1.0] * len(labels),
+        temperatures=temperatures,
         max_length=args.max_length,
         training_args=asdict(args),
         metrics=metrics,

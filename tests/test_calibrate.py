@@ -1,0 +1,83 @@
+"""Temperature scaling of a checkpoint (`triage calibrate`) and the operating point (`triage calibrate-router`)."""
+
+import shutil
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from app.operating_point import RouterTarget, calibrate_router, threshold_for_rate
+from app.settings import Settings
+from models.calibrate import calibrate_checkpoint
+from models.checkpoint import Manifest, read_manifest
+from models.encoder import EncoderClassifier
+from models.errors import DataError
+from models.taxonomy import load_taxonomy
+from tests.conftest import running_server
+from tests.fake_openai import FakeOpenAI, serve
+
+
+@pytest.fixture
+def encoder_copy(tmp_path: Path, encoder_dir: Path) -> Path:
+    return Path(shutil.copytree(encoder_dir, tmp_path / "encoder"))
+
+
+def test_training_already_calibrates(encoder_dir: Path) -> None:
+    calibration = read_manifest(encoder_dir).metrics["calibration"]
+    assert calibration["nll_after"] <= calibration["nll_before"] + 1e-9
+    assert set(calibration["ece_before"]) == set(load_taxonomy().names)
+
+
+def test_calibrate_refits_temperatures_and_thresholds_in_place(encoder_copy: Path, dataset_dir: Path) -> None:
+    before = read_manifest(encoder_copy)
+    before.temperatures = [1.0] * len(before.temperatures)
+    before.write(encoder_copy)
+    manifest = calibrate_checkpoint(encoder_copy, dataset_dir)
+    report = manifest.metrics["calibration"]
+    assert report["nll_after"] <= report["nll_before"] + 1e-9
+    assert manifest.temperatures != [1.0] * len(manifest.temperatures)
+    assert read_manifest(encoder_copy).temperatures == manifest.temperatures  # written to disk
+    encoder = EncoderClassifier.load(encoder_copy)
+    texts = ["app crash", "cancel my plan now"]
+    logits = encoder.predict_texts(texts, logits=True)
+    expected = 1 / (1 + np.exp(-logits / np.asarray(manifest.temperatures)))
+    np.testing.assert_allclose(encoder.predict_texts(texts), expected, rtol=1e-5)  # what the server serves
+
+
+def test_threshold_for_rate_is_the_quantile() -> None:
+    confidences = np.linspace(0.0, 0.99, 100)
+    threshold = threshold_for_rate(confidences, 0.15)
+    assert int((confidences < threshold).sum()) == 15
+    assert threshold_for_rate(confidences, 0.0) == 0.0
+    assert (confidences < threshold_for_rate(confidences, 1.0)).all()
+
+
+def test_target_escalation_hits_the_rate_and_the_server_uses_it(encoder_copy: Path, dataset_dir: Path) -> None:
+    router = calibrate_router(encoder_copy, dataset_dir, RouterTarget(escalation=0.15))
+    assert abs(router["validation_escalation_rate"] - 0.15) <= 0.02
+    assert read_manifest(encoder_copy).router_threshold()[0] == router["escalation_threshold"]
+    with running_server(Settings(encoder_path=encoder_copy, llm_backend="none")) as url:
+        info = httpx.get(f"{url}/info").json()["escalation"]
+    assert info["threshold"] == router["escalation_threshold"]
+    assert "calibrate-router --target-escalation 0.15" in info["threshold_source"]
+
+
+def test_target_f1_uses_the_llm_answers(encoder_copy: Path, dataset_dir: Path, tmp_path: Path) -> None:
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    Manifest("adapter", "remote", "openai/gpt-oss-20b", load_taxonomy().to_dict(), [], [], 1024).write(adapter)
+    with serve(FakeOpenAI()) as url:
+        router = calibrate_router(
+            encoder_copy, dataset_dir, RouterTarget(f1=0.01), adapter=adapter, llm_backend="openai", llm_endpoint=url
+        )
+    assert router["chosen"]["reached"] is True
+    assert router["chosen"]["f1_micro"] >= 0.01
+    assert router["validation_escalation_rate"] == 0.0  # the encoder alone already reaches such a low target
+
+
+def test_exactly_one_target() -> None:
+    with pytest.raises(DataError, match="exactly one target"):
+        RouterTarget(escalation=0.1, f1=0.8)
+    with pytest.raises(DataError, match="must be in"):
+        RouterTarget(escalation=1.5)

@@ -1,0 +1,103 @@
+"""``triage evaluate`` on the tiny encoder, with the LLM rows from the OpenAI-protocol backend."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.evaluate import EvalConfig, hybrid, load_label_map, matrix, run_evaluation
+from models.checkpoint import Manifest
+from models.errors import DataError
+from models.scoring import score
+from models.taxonomy import load_taxonomy
+from router.decision import Decision
+from router.escalation import MergePolicy
+from tests.fake_openai import FakeOpenAI, serve
+
+
+def test_scores_match_a_hand_computed_case() -> None:
+    labels = ["billing", "urgent", "frustrated"]
+    truth = [["billing", "urgent"], ["frustrated"], ["billing"], []]
+    preds = [["billing", "urgent"], ["billing"], ["billing", "frustrated"], []]
+    s = score(matrix(truth, labels), matrix(preds, labels), labels)
+    # tp = 3 (billing x2, urgent), fp = 2 (billing row 1, frustrated row 2), fn = 1 (frustrated row 1)
+    assert s.f1_micro == pytest.approx(6 / 9)
+    # billing 2*2/(4+1+0)=0.8; urgent 1.0; frustrated 0 -> macro 0.6
+    assert s.f1_macro == pytest.approx(0.6)
+    assert s.exact_match == pytest.approx(2 / 4)
+
+
+def test_hybrid_routes_by_threshold_and_merges() -> None:
+    decisions = [
+        Decision(["billing"], {}, confidence=0.9),
+        Decision(["billing"], {}, confidence=0.1),
+    ]
+    llm = [["urgent"], ["urgent", "billing"]]
+    groups = {"topic": ["billing"], "urgency": ["urgent"]}
+    preds, rate = hybrid(decisions, llm, 0.5, MergePolicy(), groups)
+    assert preds == [["billing"], ["billing", "urgent"]] and rate == 0.5
+    preds, _ = hybrid(decisions, llm, 0.5, MergePolicy(per_group={"topic": "encoder"}), groups)
+    assert preds[1] == ["billing", "urgent"]
+
+
+def test_label_map_is_checked(tmp_path: Path) -> None:
+    path = tmp_path / "map.json"
+    path.write_text(json.dumps({"refund": "billing", "angry": "nope"}))
+    with pytest.raises(DataError, match="unknown label"):
+        load_label_map(path, load_taxonomy().names)
+
+
+def test_evaluate_writes_tables_and_plots(tmp_path: Path, encoder_dir: Path, dataset_dir: Path) -> None:
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    Manifest("adapter", "remote", "openai/gpt-oss-20b", load_taxonomy().to_dict(), [], [], 1024).write(adapter)
+    fake = FakeOpenAI()
+    with serve(fake) as url:
+        config = EvalConfig(
+            data=dataset_dir,
+            encoder=encoder_dir,
+            adapter=adapter,
+            out=tmp_path / "report",
+            llm_backend="openai",
+            llm_endpoint=url,
+        )
+        report = run_evaluation(config, progress=False)
+    assert set(report["overall"]) == {"encoder", "llm", "hybrid", "ngram_baseline"}
+    for values in report["overall"].values():
+        assert 0 <= values["f1_micro"] <= 1 and values["tickets_per_s"] > 0
+    assert 0 <= report["overall"]["hybrid"]["escalation_rate"] <= 1
+    assert set(report["per_language"]["encoder"]) == {"en", "fr", "de", "nl"}
+    assert set(report["per_label"]["encoder"]) == set(load_taxonomy().names)
+    assert report["calibration"]["mean_ece_before"] >= 0
+    rates = [p["rate"] for p in report["escalation_curve"]]
+    assert rates[0] == 0.0 and rates[-1] == 1.0  # threshold 0: nothing escalates; 1: everything
+    saved = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert saved["overall"]["encoder"]["f1_micro"] == pytest.approx(report["overall"]["encoder"]["f1_micro"])
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "| hybrid |" in markdown and "GPT-OSS-20B + LoRA (published)" in markdown
+    for png in ("escalation_curve.png", "reliability.png", "per_label_f1.png"):
+        assert (tmp_path / "report" / png).stat().st_size > 5000
+
+
+def test_evaluate_with_a_label_map_scores_only_mapped_labels(
+    tmp_path: Path, encoder_dir: Path, dataset_dir: Path
+) -> None:
+    renamed = {"technical_issue": "bug", "billing": "payment"}
+    rows = [json.loads(line) for line in (dataset_dir / "test.jsonl").read_text().splitlines()][:60]
+    theirs = tmp_path / "theirs.jsonl"
+    with theirs.open("w") as fh:
+        for row in rows:
+            labels = [renamed[x] for x in row["labels"] if x in renamed] + ["something_else"]
+            fh.write(json.dumps({"text": row["text"], "labels": labels, "language": row["language"]}) + "\n")
+    label_map = tmp_path / "map.json"
+    label_map.write_text(json.dumps({v: k for k, v in renamed.items()}))
+    report = run_evaluation(
+        EvalConfig(data=theirs, encoder=encoder_dir, out=tmp_path / "r", label_map=label_map, baseline=False),
+        progress=False,
+    )
+    assert report["labels"] == ["technical_issue", "billing"]
+    assert set(report["per_label"]["encoder"]) == {"technical_issue", "billing"}
+    support = report["per_label"]["encoder"]["billing"]["support"]
+    assert support == sum("billing" in r["labels"] for r in rows)
+    assert np.isfinite(report["overall"]["encoder"]["f1_micro"])

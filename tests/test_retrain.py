@@ -1,0 +1,64 @@
+"""`triage retrain`: a worse candidate is refused, a better one promoted and served; rollback restores."""
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+import httpx
+
+from app.retrain import RetrainConfig, retrain, rollback
+from app.settings import Settings
+from models.checkpoint import read_manifest
+from tests.conftest import running_server
+
+
+def corrupted_copy(dataset_dir: Path, out: Path) -> Path:
+    """The same validation and test splits, but train labels shuffled across tickets: a deliberately worse model."""
+    shutil.copytree(dataset_dir, out)
+    rows = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    labels = [row["labels"] for row in rows]
+    random.Random(0).shuffle(labels)
+    lines = [json.dumps({**row, "labels": shuffled}) + "\n" for row, shuffled in zip(rows, labels, strict=True)]
+    (out / "train.jsonl").write_text("".join(lines))
+    return out
+
+
+def test_retrain_promotes_better_refuses_worse_and_rolls_back(tmp_path: Path, dataset_dir: Path) -> None:
+    out = tmp_path / "checkpoints"
+    bad_data = corrupted_copy(dataset_dir, tmp_path / "bad-data")
+
+    first = retrain(RetrainConfig(data=bad_data, out=out, epochs=2), progress=False)
+    assert first["promoted"] and first["current_value"] is None  # nothing served yet: the first is promoted
+    bad_version = Path(first["candidate"])
+
+    better = retrain(RetrainConfig(data=dataset_dir, out=out, epochs=4), progress=False)
+    assert better["promoted"], better
+    assert better["candidate_value"] > better["current_value"]
+    assert (out / "default").resolve() == Path(better["candidate"]).resolve()
+    assert (Path(better["candidate"]) / "comparison.md").read_text().count("promoted") >= 1
+
+    worse = retrain(RetrainConfig(data=bad_data, out=out, epochs=2), progress=False)
+    assert not worse["promoted"], worse
+    assert (out / "default").resolve() == Path(better["candidate"]).resolve()  # still the better one
+    assert "refused" in (Path(worse["candidate"]) / "comparison.md").read_text()
+
+    served = read_manifest(out / "default" / "encoder").version
+    with running_server(Settings(encoder_path=out / "default" / "encoder", llm_backend="none")) as url:
+        assert httpx.get(f"{url}/info").json()["encoder"]["version"] == served
+    router = read_manifest(out / "default" / "encoder").router_threshold()
+    assert router[0] is not None and "target-escalation 0.15" in router[1]
+
+    assert rollback(out).resolve() == bad_version.resolve()
+    assert (out / "default").resolve() == bad_version.resolve()
+    assert len(json.loads((out / "history.json").read_text())) == 1
+
+
+def test_a_plain_default_folder_is_adopted_as_a_version(tmp_path: Path, encoder_dir: Path, dataset_dir: Path) -> None:
+    out = tmp_path / "checkpoints"
+    shutil.copytree(encoder_dir, out / "default" / "encoder")  # what `triage build-default` leaves
+    decision = retrain(RetrainConfig(data=dataset_dir, out=out, epochs=1, margin=1.0), progress=False)
+    assert decision["promoted"]  # margin 1.0: anything not worse by a full point of F1
+    version = read_manifest(encoder_dir).version
+    assert (out / "versions" / version / "encoder").is_dir()
+    assert (out / "default").is_symlink()
