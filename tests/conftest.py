@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,12 +9,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from app.main import create_app
 from app.settings import Settings
 from models.generate import write_generated_dataset
 from models.train_encoder import EncoderTrainingArgs, train_encoder
+from tests.servers import serve_asgi
 
 
 @pytest.fixture(scope="session")
@@ -35,35 +33,16 @@ def encoder_dir(dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def running_server(settings: Settings, wait_ready: bool = True) -> Iterator[str]:
-    """A real uvicorn server in a thread on loopback; yields its base URL."""
-    app = create_app(settings)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    try:
-        while not server.started:
-            if time.monotonic() > deadline or not thread.is_alive():
-                raise RuntimeError("server did not start")
-            time.sleep(0.02)
+    """A real triage server (uvicorn, loopback) for ``settings``; waits until the encoder has loaded."""
+    with serve_asgi(create_app(settings)) as url:
+        deadline = time.monotonic() + 60
         while wait_ready and httpx.get(f"{url}/ready").json()["status"] == "loading":
             if time.monotonic() > deadline:
                 raise RuntimeError("server did not become ready")
             time.sleep(0.05)
         yield url
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 import time
 import uuid
@@ -21,9 +20,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+
+from tests.servers import serve_asgi
 
 BASE_MODEL = "openai/gpt-oss-20b"
 ADAPTER_MODEL = "triage-adapter"
@@ -226,23 +226,6 @@ def _completion(body: dict[str, Any], behaviour: Answer | Labels | Content) -> d
 
 @contextmanager
 def serve(fake: FakeOpenAI) -> Iterator[str]:
-    """Run the fake with uvicorn in a background thread on a free loopback port; yields ``http://127.0.0.1:PORT/v1``."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))  # bound before uvicorn starts, so no other process can take the port meanwhile
-    port = int(sock.getsockname()[1])
-    config = uvicorn.Config(fake.create_app(), log_level="warning", timeout_graceful_shutdown=2)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    try:
-        while not server.started:
-            if time.monotonic() > deadline or not thread.is_alive():
-                raise RuntimeError("fake OpenAI server did not start")
-            time.sleep(0.01)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    """Run the fake on a free loopback port; yields ``http://127.0.0.1:PORT/v1``."""
+    with serve_asgi(fake.create_app(), startup_timeout=10) as url:
+        yield f"{url}/v1"
