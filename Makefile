@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install serve build-default test lint test-slow bench clean
+.PHONY: install serve build-default test lint test-slow report bench clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ test: lint
 
 test-slow: install
 	$(BIN)/pytest -q -m slow
+
+# the committed report of the embedded default (encoder, LLM, hybrid, n-gram baseline)
+report: build-default
+	$(BIN)/triage evaluate --data data/eurochef/test.jsonl --encoder checkpoints/default/encoder \
+		--adapter checkpoints/default/adapter --out reports/default
 
 bench: build-default
 	$(BIN)/triage bench --architecture mdeberta-v3-base --concurrency 32

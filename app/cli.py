@@ -17,6 +17,7 @@ logger = logging.getLogger("triage")
 
 DEFAULT_DATA = Path("data/eurochef")
 DEFAULT_CHECKPOINTS = Path("checkpoints/default")
+DEFAULT_TARGET_ESCALATION = 0.15
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -76,6 +77,26 @@ def _train_encoder(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_adapter(args: argparse.Namespace) -> int:
+    from models.train_adapter import AdapterTrainingArgs, train_adapter
+
+    training_args = AdapterTrainingArgs.for_base_model(
+        args.base_model,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        lora_r=args.lora_r,
+        lora_alpha=args.lora_alpha,
+        lora_dropout=args.lora_dropout,
+        train_experts=args.train_experts or None,
+        seed=args.seed,
+        device=args.device,
+    )
+    manifest = train_adapter(args.data, args.out, training_args, progress=not args.quiet)
+    _print_metrics(manifest.metrics, args.out, manifest.version)
+    return 0
+
+
 def _print_metrics(metrics: dict[str, object], out: Path, version: str) -> None:
     print(f"checkpoint {version} written to {out}")
     print(f"{'split':<14} {'F1 micro':>9} {'F1 macro':>9} {'exact':>7}")
@@ -84,26 +105,44 @@ def _print_metrics(metrics: dict[str, object], out: Path, version: str) -> None:
             print(f"{split:<14} {values['f1_micro']:>9.3f} {values['f1_macro']:>9.3f} {values['exact_match']:>7.3f}")
 
 
-def build_default(data: Path, checkpoints: Path, if_missing: bool, n: int, seed: int, progress: bool) -> bool:
-    """Generate the EuroChef+ data and train the tiny encoder into ``checkpoints/encoder``. False if skipped."""
+def build_default(
+    data: Path, checkpoints: Path, if_missing: bool, n: int, seed: int, progress: bool, adapter: bool = True
+) -> bool:
+    """Generate the EuroChef+ data, train the tiny encoder (escalation threshold at the validation 15 % quantile)
+    and the tiny adapter into ``checkpoints``.
+
+    With ``if_missing``, each checkpoint that already exists is kept. Returns False if nothing was built.
+    """
     from models.generate import write_generated_dataset
     from models.train_encoder import EncoderTrainingArgs, train_encoder
 
-    encoder_dir = checkpoints / "encoder"
-    if if_missing and (encoder_dir / "triage_manifest.json").exists():
-        logger.info("default encoder already at %s; skipping (drop --if-missing to rebuild)", encoder_dir)
+    encoder_dir, adapter_dir = checkpoints / "encoder", checkpoints / "adapter"
+    need_encoder = not (if_missing and (encoder_dir / "triage_manifest.json").exists())
+    need_adapter = adapter and not (if_missing and (adapter_dir / "triage_manifest.json").exists())
+    if not (need_encoder or need_adapter):
+        logger.info("default checkpoints already in %s; skipping (drop --if-missing to rebuild)", checkpoints)
         return False
     if not (data / "train.jsonl").exists() or not if_missing:
         write_generated_dataset(data, n=n, seed=seed, progress=progress)
-    manifest = train_encoder(
-        data, encoder_dir, EncoderTrainingArgs.for_base_model("tiny", seed=seed), progress=progress
-    )
-    _print_metrics(manifest.metrics, encoder_dir, manifest.version)
+    if need_encoder:
+        from app.operating_point import RouterTarget, calibrate_router
+
+        manifest = train_encoder(data, encoder_dir, EncoderTrainingArgs.for_base_model("tiny", seed=seed), progress)
+        _print_metrics(manifest.metrics, encoder_dir, manifest.version)
+        calibrate_router(encoder_dir, data, RouterTarget(escalation=DEFAULT_TARGET_ESCALATION))
+    if need_adapter:
+        from models.train_adapter import AdapterTrainingArgs, train_adapter
+
+        adapter_args = AdapterTrainingArgs.for_base_model("tiny", seed=seed)
+        adapter_manifest = train_adapter(data, adapter_dir, adapter_args, progress)
+        _print_metrics(adapter_manifest.metrics, adapter_dir, adapter_manifest.version)
     return True
 
 
 def _build_default(args: argparse.Namespace) -> int:
-    built = build_default(args.data, args.checkpoints, args.if_missing, args.n, args.seed, not args.quiet)
+    built = build_default(
+        args.data, args.checkpoints, args.if_missing, args.n, args.seed, not args.quiet, adapter=not args.no_adapter
+    )
     if not built:
         print(f"default checkpoint present in {args.checkpoints}; nothing to do")
     return 0
@@ -242,12 +281,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_train_encoder)
 
+    p = sub.add_parser("train-adapter", help="train the LoRA adapter of the escalation tier (QLoRA on CUDA)")
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--base-model", default="openai/gpt-oss-20b", help="Hugging Face id or 'tiny'")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--learning-rate", type=float)
+    p.add_argument("--lora-r", type=int)
+    p.add_argument("--lora-alpha", type=int)
+    p.add_argument("--lora-dropout", type=float)
+    p.add_argument("--train-experts", action="store_true", help="also adapt the MoE expert weights")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_train_adapter)
+
     p = sub.add_parser("build-default", help="generate the data and train the embedded tiny default")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
     p.add_argument("--checkpoints", type=Path, default=DEFAULT_CHECKPOINTS)
     p.add_argument("--n", type=int, default=4000)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--if-missing", action="store_true", help="do nothing when the default checkpoint exists")
+    p.add_argument("--if-missing", action="store_true", help="build only the checkpoints that are missing")
+    p.add_argument("--no-adapter", action="store_true", help="encoder only (the LLM tier then reports unavailable)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_build_default)
 

@@ -65,5 +65,6 @@ def test_build_default_if_missing_skips_an_existing_checkpoint(tmp_path: Path, e
     checkpoints = tmp_path / "checkpoints"
     checkpoints.mkdir()
     (checkpoints / "encoder").symlink_to(encoder_dir)
-    assert build_default(tmp_path / "data", checkpoints, if_missing=True, n=100, seed=0, progress=False) is False
+    built = build_default(tmp_path / "data", checkpoints, if_missing=True, n=100, seed=0, progress=False, adapter=False)
+    assert built is False
     assert not (tmp_path / "data").exists()

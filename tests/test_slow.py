@@ -11,7 +11,7 @@ from models.encoder import EncoderClassifier
 
 @pytest.mark.slow
 def test_build_default_end_to_end(tmp_path: Path) -> None:
-    assert build_default(tmp_path / "data", tmp_path / "ckpt", if_missing=True, n=4000, seed=0, progress=False)
+    assert build_default(tmp_path / "data", tmp_path / "ckpt", True, n=4000, seed=0, progress=False, adapter=False)
     manifest = read_manifest(tmp_path / "ckpt" / "encoder", kind="encoder")
     # the generated data is learnable: a floor far above chance, not a tuned target
     assert manifest.metrics["test"]["f1_micro"] > 0.7
