@@ -26,20 +26,28 @@ def calibrate_logits(
 ) -> tuple[list[float], list[float], dict[str, Any]]:
     """Fit temperatures on validation logits, re-tune thresholds on the calibrated probabilities.
 
-    Returns (temperatures, thresholds, report); the report holds ECE per label before (temperature 1) and after,
-    their means, the NLL before/after and which labels got their own temperature (see ``fit_temperatures``).
+    Temperatures minimise cross-entropy (see ``fit_temperatures``); a label whose fitted temperature does not
+    lower its expected calibration error on the same data keeps temperature 1, so calibration never makes a
+    label's ECE worse. Returns (temperatures, thresholds, report); the report holds ECE per label before
+    (temperature 1) and after, their means, the NLL before/after and which labels got their own temperature.
     """
     result = fit_temperatures(logits, y, min_positives=min_positives)
     before = apply_temperatures(logits, [1.0] * len(labels))
-    after = apply_temperatures(logits, result.temperatures)
-    thresholds = tune_thresholds(y, after)
     ece_before = expected_calibration_error(before, y)
+    fitted_ece = expected_calibration_error(apply_temperatures(logits, result.temperatures), y)
+    temperatures = [
+        t if fitted < unscaled else 1.0
+        for t, fitted, unscaled in zip(result.temperatures, fitted_ece, ece_before, strict=True)
+    ]
+    after = apply_temperatures(logits, temperatures)
+    thresholds = tune_thresholds(y, after)
     ece_after = expected_calibration_error(after, y)
     report = {
         "rows": len(y),
         "min_positives": min_positives,
         "global_temperature": result.global_temperature,
         "own_temperature": [name for name, own in zip(labels, result.per_label, strict=True) if own],
+        "kept_temperature_1": [name for name, t in zip(labels, temperatures, strict=True) if t == 1.0],
         "nll_before": result.nll_before,
         "nll_after": result.nll_after,
         "mean_ece_before": float(np.mean(ece_before)),
@@ -47,7 +55,7 @@ def calibrate_logits(
         "ece_before": dict(zip(labels, ece_before, strict=True)),
         "ece_after": dict(zip(labels, ece_after, strict=True)),
     }
-    return result.temperatures, thresholds, report
+    return temperatures, thresholds, report
 
 
 def validation_examples(data: str | Path) -> list[Example]:

@@ -36,6 +36,9 @@ def test_calibrate_refits_temperatures_and_thresholds_in_place(encoder_copy: Pat
     manifest = calibrate_checkpoint(encoder_copy, dataset_dir)
     report = manifest.metrics["calibration"]
     assert report["nll_after"] <= report["nll_before"] + 1e-9
+    for label, ece in report["ece_after"].items():  # a temperature that would worsen a label's ECE is not kept
+        assert ece <= report["ece_before"][label] + 1e-12, label
+    assert report["mean_ece_after"] <= report["mean_ece_before"]
     assert manifest.temperatures != [1.0] * len(manifest.temperatures)
     assert read_manifest(encoder_copy).temperatures == manifest.temperatures  # written to disk
     encoder = EncoderClassifier.load(encoder_copy)
