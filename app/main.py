@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
@@ -28,6 +29,8 @@ from models.llm import LLMConfig, create_llm
 from router.escalation import EscalationMode
 
 logger = logging.getLogger(__name__)
+
+SWITCH_INTERVAL_S = 0.0001
 
 ROUTES = ("/classify", "/health", "/ready", "/info", "/metrics", "/docs", "/openapi.json")
 
@@ -59,6 +62,9 @@ def _load_service(settings: Settings, metrics: Metrics) -> ClassificationService
 
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
+    # The forward pass runs in a worker thread between many small Python-level ops, each needing the GIL; with
+    # the default 5 ms switch interval a busy event loop holds the forward back at every op.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     encoder = EncoderClassifier.load(settings.encoder_path, device=settings.device, dtype=settings.dtype)
     encoder.warmup()
     health = encoder.health()
