@@ -31,7 +31,7 @@ from models.checkpoint import Manifest, atomic_folder, write_model_card
 from models.constrained import AnswerGrammar
 from models.datasets import Dataset, Example, label_matrix, load_dataset
 from models.device import resolve_device
-from models.errors import CheckpointError, DataError, HardwareError, ModelError
+from models.errors import CheckpointError, DataError, HardwareError, ModelError, check_arguments
 from models.llm_local import (
     PromptEncoder,
     answer_loss,
@@ -120,11 +120,7 @@ class AdapterTrainingArgs:
             "tiny_pretrain_lr": 0 < self.tiny_pretrain_lr < 1,
             "tiny_text_loss_weight": self.tiny_text_loss_weight >= 0,
         }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            raise DataError(
-                f"invalid adapter training argument(s): {', '.join(f'{b}={getattr(self, b)!r}' for b in bad)}"
-            )
+        check_arguments(self, checks, "adapter training argument")
         wrong = [m for m in self.target_modules if m in ("experts", "router", "mlp")]
         if wrong:
             raise DataError(

@@ -26,7 +26,7 @@ from models.calibration import apply_temperatures
 from models.checkpoint import Manifest, atomic_folder, write_model_card
 from models.datasets import Dataset, Example, label_matrix, load_dataset
 from models.device import resolve_device
-from models.errors import CheckpointError, DataError
+from models.errors import CheckpointError, check_arguments
 from models.scoring import score
 from models.tiny import TINY, tiny_deberta_config, train_bpe_tokenizer
 
@@ -66,9 +66,7 @@ class EncoderTrainingArgs:
             "max_pos_weight": self.max_pos_weight >= 1,
             "tiny_vocab_size": self.tiny_vocab_size >= 100,
         }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            raise DataError(f"invalid training argument(s): {', '.join(f'{b}={getattr(self, b)!r}' for b in bad)}")
+        check_arguments(self, checks, "training argument")
 
     @classmethod
     def for_base_model(cls, base_model: str, **overrides: Any) -> EncoderTrainingArgs:
