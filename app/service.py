@@ -189,7 +189,8 @@ class ClassificationService:
         if self.llm is None:
             return self._settle(out, wanted, EscalationStatus.DISABLED)
         granted = [i for i in wanted if self.budget.try_acquire(respect_fraction=mode is not EscalationMode.FORCE)]
-        self._settle(out, [i for i in wanted if i not in set(granted)], EscalationStatus.SKIPPED_BUDGET)
+        refused = set(wanted) - set(granted)
+        self._settle(out, sorted(refused), EscalationStatus.SKIPPED_BUDGET)
         if not granted:
             return out
         try:
