@@ -153,13 +153,9 @@ def escalation_curve(
     return curve
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return np.asarray(1.0 / (1.0 + np.exp(-x)))
-
-
 def run_evaluation(config: EvalConfig, progress: bool = True) -> dict[str, Any]:
     """Score every system, write ``report.json``, ``report.md`` and PNG plots to ``config.out``; return the report."""
-    from models.calibration import expected_calibration_error, plot_reliability, reliability_curve
+    from models.calibration import apply_temperatures, expected_calibration_error, plot_reliability, reliability_curve
     from models.encoder import EncoderClassifier
 
     encoder = EncoderClassifier.load(config.encoder, device=config.device)
@@ -178,18 +174,18 @@ def run_evaluation(config: EvalConfig, progress: bool = True) -> dict[str, Any]:
     start = time.perf_counter()
     logits = encoder.predict_texts(texts, logits=True)
     enc_seconds = time.perf_counter() - start
-    temperatures = np.asarray(encoder.manifest.temperatures)
-    probs = _sigmoid(logits / temperatures)
+    raw = apply_temperatures(logits, [1.0] * len(ours))
+    probs = apply_temperatures(logits, encoder.manifest.temperatures)
     decisions = [decide(row.tolist(), encoder.thresholds, rules) for row in probs]
     systems = [System("encoder", [d.labels for d in decisions], enc_seconds, escalation_rate=0.0)]
 
     columns = [ours.index(name) for name in labels]
     y_ours = matrix([ex.labels for ex in examples], ours)[:, columns]
-    ece_before = expected_calibration_error(_sigmoid(logits)[:, columns], y_ours)
+    ece_before = expected_calibration_error(raw[:, columns], y_ours)
     ece_after = expected_calibration_error(probs[:, columns], y_ours)
     config.out.mkdir(parents=True, exist_ok=True)
     plot_reliability(
-        reliability_curve(_sigmoid(logits)[:, columns], y_ours),
+        reliability_curve(raw[:, columns], y_ours),
         reliability_curve(probs[:, columns], y_ours),
         config.out / "reliability.png",
         ece_before=float(np.mean(ece_before)),

@@ -27,6 +27,17 @@ logger = logging.getLogger(__name__)
 Probs = NDArray[np.float32]
 
 
+def pad_batch(batch: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token-id lists to the longest: (input_ids, attention_mask), both (n, width) long tensors."""
+    width = max(len(ids) for ids in batch)
+    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, ids in enumerate(batch):
+        input_ids[row, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
+        mask[row, : len(ids)] = 1
+    return input_ids, mask
+
+
 class EncoderClassifier:
     """A loaded encoder checkpoint on one device."""
 
@@ -96,16 +107,13 @@ class EncoderClassifier:
         """Raw (uncalibrated) logits for one padded batch, as float32 (n, labels)."""
         if not batch:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        width = max(len(ids) for ids in batch)
-        input_ids = torch.full((len(batch), width), self._pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, ids in enumerate(batch):
-            input_ids[row, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
-            mask[row, : len(ids)] = 1
+        input_ids, mask = pad_batch(batch, self._pad_id)
         try:
             logits = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)).logits
         except torch.OutOfMemoryError as exc:
-            raise ModelError(f"out of memory on {self.device} for a batch of {len(batch)} x {width} tokens") from exc
+            raise ModelError(
+                f"out of memory on {self.device} for a batch of {len(batch)} x {mask.shape[1]} tokens"
+            ) from exc
         return logits.float().cpu().numpy()
 
     def predict_texts(self, texts: Sequence[str], batch_size: int = 64, logits: bool = False) -> Probs:

@@ -26,6 +26,7 @@ from models.calibration import apply_temperatures
 from models.checkpoint import Manifest, atomic_folder, write_model_card
 from models.datasets import Dataset, Example, label_matrix, load_dataset
 from models.device import resolve_device
+from models.encoder import pad_batch
 from models.errors import CheckpointError, check_arguments
 from models.scoring import score
 from models.tiny import TINY, tiny_deberta_config, train_bpe_tokenizer
@@ -118,16 +119,6 @@ def _batches(ids: list[list[int]], batch_size: int, rng: random.Random) -> list[
     return batches
 
 
-def _pad(ids: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(x) for x in ids)
-    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(ids), width), dtype=torch.long)
-    for row, x in enumerate(ids):
-        input_ids[row, : len(x)] = torch.as_tensor(x)
-        mask[row, : len(x)] = 1
-    return input_ids, mask
-
-
 def use_bf16(requested: bool | None, device: torch.device) -> bool:
     """Autocast to bf16 on CUDA GPUs that support it, unless ``requested`` says otherwise."""
     if requested is not None:
@@ -142,7 +133,7 @@ def _logits(model: Any, ids: list[list[int]], pad_id: int, device: torch.device,
     out = np.zeros((len(ids), num_labels), dtype=np.float32)
     for start in range(0, len(order), 64):
         chunk = order[start : start + 64]
-        input_ids, mask = _pad([ids[i] for i in chunk], pad_id)
+        input_ids, mask = pad_batch([ids[i] for i in chunk], pad_id)
         logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
         out[chunk] = logits.float().cpu().numpy()
     return out
@@ -193,7 +184,7 @@ def train_encoder(data: str | Path, out: str | Path, args: EncoderTrainingArgs, 
         model.train()
         running = 0.0
         for batch in _batches(train_ids, args.batch_size, rng):
-            input_ids, mask = _pad([train_ids[i] for i in batch], pad_id)
+            input_ids, mask = pad_batch([train_ids[i] for i in batch], pad_id)
             target = torch.as_tensor(y_train[batch]).to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
