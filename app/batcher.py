@@ -18,6 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
+import numpy as np
+
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -55,34 +57,45 @@ class BatchPolicy:
     """How many batches' worth of queued items are sorted together by length."""
     batching: bool = True
     """False: one predict call per submitted request (the unbatched baseline)."""
+    batch_overhead: float = 64.0
+    """Fixed cost of one predict call, in the unit of the items' cost (for the encoder: tokens); see plan_batches."""
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1 or self.max_batch_tokens < 1 or self.max_queue < 1 or self.sort_window < 1:
             raise ValueError(f"batch policy values must be positive: {self}")
-        if self.max_wait_s < 0:
-            raise ValueError(f"max_wait_s must be >= 0, got {self.max_wait_s}")
+        if self.max_wait_s < 0 or self.batch_overhead < 0:
+            raise ValueError(f"max_wait_s and batch_overhead must be >= 0: {self}")
 
 
 def plan_batches(costs: Sequence[int], policy: BatchPolicy) -> list[list[int]]:
-    """Split item indices into batches of similar cost under the size and padded-token budgets.
+    """Split item indices into the batches that minimise the predicted total cost of their predict calls.
 
-    Items are sorted by cost; a batch closes when adding the next item would exceed ``max_batch_size`` or make
-    ``len(batch) * max(cost)`` exceed ``max_batch_tokens``. An item over the token budget still gets a batch alone.
+    One call is modelled as costing ``policy.batch_overhead + len(batch) * max(cost)``: a fixed part (kernel
+    launches, input-independent work) plus the padded work. Sorted by cost, the best split is into contiguous
+    runs, found by a dynamic programme under the size and padded-token budgets. A large overhead gives few full
+    batches; a small one keeps long items apart from short ones to cut padding. Ties go to fewer batches. An item
+    over the token budget still gets a batch alone.
     """
-    order = sorted(range(len(costs)), key=lambda i: costs[i])
+    order = sorted(range(len(costs)), key=costs.__getitem__)
+    width = np.asarray([costs[i] for i in order], dtype=np.float64)
+    best = np.zeros(len(order) + 1)  # best[k]: least total cost of the first k sorted items ...
+    count = np.zeros(len(order) + 1, dtype=np.int64)  # ... in this many batches
+    begin_of = np.zeros(len(order) + 1, dtype=np.int64)
+    for end in range(1, len(order) + 1):
+        widest = width[end - 1]
+        longest_batch = min(policy.max_batch_size, max(1, int(policy.max_batch_tokens // max(widest, 1))))
+        begins = np.arange(max(0, end - longest_batch), end)
+        totals = best[begins] + policy.batch_overhead + (end - begins) * widest
+        tied = np.flatnonzero(totals <= totals.min() * (1 + 1e-9))
+        pick = int(tied[np.argmin(count[begins[tied]])])  # fewest batches; then the biggest last batch
+        best[end], count[end], begin_of[end] = totals[pick], count[begins[pick]] + 1, begins[pick]
     batches: list[list[int]] = []
-    current: list[int] = []
-    for i in order:
-        width = max(costs[i], max((costs[j] for j in current), default=0))
-        if current and (
-            len(current) + 1 > policy.max_batch_size or (len(current) + 1) * width > policy.max_batch_tokens
-        ):
-            batches.append(current)
-            current = []
-        current.append(i)
-    if current:
-        batches.append(current)
-    return batches
+    end = len(order)
+    while end > 0:
+        begin = int(begin_of[end])
+        batches.append(order[begin:end])
+        end = begin
+    return batches[::-1]
 
 
 class BatchObserver(Protocol):
@@ -196,17 +209,15 @@ class DynamicBatcher(Generic[T, R]):
         loop = asyncio.get_running_loop()
         self._in_flight += len(values)
         self._report_depth()
-        start = time.perf_counter()
         try:
-            job = loop.run_in_executor(self._executor, self._predict, values)
+            job = loop.run_in_executor(self._executor, self._timed_predict, values)
             try:
-                results = await asyncio.wait_for(asyncio.shield(job), timeout)
+                results, seconds = await asyncio.wait_for(asyncio.shield(job), timeout)
             except TimeoutError as exc:
                 raise DeadlineExceeded(f"{len(values)} item(s) not served within {timeout:g}s") from exc
         finally:
             self._in_flight -= len(values)
             self._report_depth()
-        seconds = time.perf_counter() - start
         self._recent_batch_seconds = 0.8 * self._recent_batch_seconds + 0.2 * seconds
         self._observe(len(values), len(values) * max(self._cost(v) for v in values), [0.0] * len(values), seconds)
         return list(results)
@@ -251,11 +262,12 @@ class DynamicBatcher(Generic[T, R]):
         start = time.perf_counter()
         waits = [start - i.enqueued for i in batch]
         try:
-            results = await loop.run_in_executor(self._executor, self._predict, [i.value for i in batch])
+            results, seconds = await loop.run_in_executor(self._executor, self._timed_predict, [i.value for i in batch])
             if len(results) != len(batch):
                 raise RuntimeError(f"predict returned {len(results)} results for {len(batch)} items")
         except Exception as exc:  # delivered to every caller of the batch; the loop keeps serving
             logger.exception("%s: batch of %d failed", self.name, len(batch))
+            seconds = time.perf_counter() - start
             for item in batch:
                 if not item.future.done():
                     item.future.set_exception(exc)
@@ -265,10 +277,15 @@ class DynamicBatcher(Generic[T, R]):
                     item.future.set_result(result)
         finally:
             self._in_flight -= len(batch)
-        seconds = time.perf_counter() - start
         self._recent_batch_seconds = 0.8 * self._recent_batch_seconds + 0.2 * seconds
         self._observe(len(batch), len(batch) * max(i.cost for i in batch), waits, seconds)
         self._report_depth()
+
+    def _timed_predict(self, values: list[T]) -> tuple[Sequence[R], float]:
+        """Run in the worker thread, so that the time excludes waiting for the thread (the unbatched queue)."""
+        start = time.perf_counter()
+        results = self._predict(values)
+        return results, time.perf_counter() - start
 
     def _observe(self, size: int, padded: int, waits: Sequence[float], seconds: float) -> None:
         if self._observer is not None:

@@ -28,3 +28,5 @@ def configure_logging(level: str = "info", json_lines: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # httpx logs every request at INFO: a line per ticket in load tests and per call to a remote LLM
+    logging.getLogger("httpx").setLevel(max(root.level, logging.WARNING))

@@ -67,6 +67,10 @@ def _load_service(settings: Settings, metrics: Metrics) -> ClassificationService
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     encoder = EncoderClassifier.load(settings.encoder_path, device=settings.device, dtype=settings.dtype)
     encoder.warmup()
+    overhead = settings.batch_overhead_tokens
+    if overhead is None:
+        overhead = encoder.measure_batch_overhead()
+        logger.info("encoder forward-pass overhead measured at %.0f tokens", overhead)
     health = encoder.health()
     metrics.model_info.labels("encoder", encoder.version, encoder.manifest.base_model, health["device"]).set(1)
     llm = None
@@ -78,7 +82,14 @@ def _load_service(settings: Settings, metrics: Metrics) -> ClassificationService
             metrics,
             idle_unload_s=settings.llm_idle_unload_s,
         )
-    return ClassificationService(encoder, settings, metrics, llm, router_threshold=encoder.manifest.router_threshold())
+    return ClassificationService(
+        encoder,
+        settings,
+        metrics,
+        llm,
+        router_threshold=encoder.manifest.router_threshold(),
+        batch_overhead=overhead,
+    )
 
 
 def llm_config(settings: Settings) -> LLMConfig:
@@ -214,6 +225,8 @@ def create_app(settings: Settings) -> FastAPI:
                 "enabled": settings.batching,
                 "max_batch_size": settings.max_batch_size,
                 "max_batch_tokens": settings.max_batch_tokens,
+                "batch_overhead_tokens": round(service.batcher.policy.batch_overhead, 1),
+                "batch_overhead_source": "configured" if settings.batch_overhead_tokens is not None else "measured",
                 "max_wait_ms": settings.max_wait_ms,
                 "max_queue": settings.max_queue,
                 "request_timeout_s": settings.request_timeout_s,

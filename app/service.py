@@ -70,13 +70,14 @@ class TicketOutcome:
     decision: Decision
 
 
-def batch_policy(settings: Settings) -> BatchPolicy:
+def batch_policy(settings: Settings, batch_overhead: float) -> BatchPolicy:
     return BatchPolicy(
         max_batch_size=settings.max_batch_size,
         max_batch_tokens=settings.max_batch_tokens,
         max_wait_s=settings.max_wait_ms / 1000.0,
         max_queue=settings.max_queue,
         batching=settings.batching,
+        batch_overhead=batch_overhead,
     )
 
 
@@ -94,10 +95,14 @@ def resolve_threshold(configured: float | None, calibrated: tuple[float | None, 
 
 
 def llm_batch_policy(settings: Settings) -> BatchPolicy:
-    """Smaller batches and a longer wait than the encoder's: generation is slow and escalations are sparse."""
+    """Smaller batches and a longer wait than the encoder's: generation is slow and escalations are sparse.
+
+    The overhead is high because every decoding step costs a forward pass whatever the prompts: fill batches.
+    """
     return BatchPolicy(
         max_batch_size=settings.llm_max_batch_size,
         max_batch_tokens=settings.llm_max_batch_size * 2048,
+        batch_overhead=2048.0,
         max_wait_s=settings.llm_max_wait_ms / 1000.0,
         max_queue=max(settings.escalation_max_in_flight, settings.llm_max_batch_size),
     )
@@ -113,6 +118,7 @@ class ClassificationService:
         metrics: Metrics,
         llm: LazyLLM | None = None,
         router_threshold: tuple[float | None, str] = (None, ""),
+        batch_overhead: float = BatchPolicy.batch_overhead,
     ) -> None:
         self.encoder = encoder
         self.settings = settings
@@ -129,7 +135,11 @@ class ClassificationService:
         )
         self.detector = LanguageDetector(settings.languages)
         self.batcher: DynamicBatcher[list[int], Row] = DynamicBatcher(
-            self._predict, batch_policy(settings), cost=len, observer=metrics.observer("encoder"), name="encoder"
+            self._predict,
+            batch_policy(settings, batch_overhead),
+            cost=len,
+            observer=metrics.observer("encoder"),
+            name="encoder",
         )
 
     def _predict(self, batch: list[list[int]]) -> list[Row]:

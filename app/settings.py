@@ -28,6 +28,12 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(32, ge=1, le=4096, description="Most tickets in one encoder forward pass.")
     max_batch_tokens: int = Field(8192, ge=16, description="Most padded tokens (batch x longest) in one pass.")
     max_wait_ms: float = Field(5.0, ge=0, le=10_000, description="Longest a queued ticket waits for a batch to fill.")
+    batch_overhead_tokens: float | None = Field(
+        None,
+        ge=0,
+        description="Fixed cost of one forward pass, in tokens, weighed against padding when splitting a queue "
+        "into batches; default: measured at start-up.",
+    )
     max_queue: int = Field(1024, ge=1, description="Most tickets queued or running; beyond it requests get 429.")
     request_timeout_s: float = Field(30.0, gt=0, description="Deadline per request; past it the request gets 503.")
 

@@ -137,6 +137,29 @@ class EncoderClassifier:
             self.predict_ids([sample] * size)
         self.warmed_up = True
 
+    def measure_batch_overhead(self, shapes: Sequence[tuple[int, int]] = ((1, 16), (1, 64), (4, 64), (8, 32))) -> float:
+        """The fixed cost of one forward pass, in tokens: what the batcher weighs against padding.
+
+        Times a forward pass at each (batch, length) shape (best of two) and fits ``seconds = fixed + per_token *
+        batch * length``; returns ``fixed / per_token``. Large on GPUs and for small models (launch and Python
+        overhead dominate: fill batches), smaller for big models on CPUs (keep long tickets apart from short ones).
+        """
+        sample = self.encode(["warm-up ticket: the app crashes when I open a recipe, error E-1234 on my TV"])[0]
+        points = []
+        for size, length in shapes:
+            length = min(length, self.max_length)
+            ids = (sample[:-1] * (length // max(1, len(sample) - 1) + 1))[: length - 1] + sample[-1:]
+            seconds = []
+            for _ in range(2):
+                start = time.perf_counter()
+                self.predict_ids([ids] * size)
+                seconds.append(time.perf_counter() - start)
+            points.append((size * length, min(seconds)))
+        tokens, times = np.asarray(points, dtype=np.float64).T
+        per_token, fixed = np.polyfit(tokens, times, 1)
+        overhead = float(fixed / per_token) if per_token > 0 else float("inf")
+        return float(np.clip(overhead, 0.0, 16_384.0))
+
     def health(self) -> dict[str, Any]:
         return {
             "version": self.version,

@@ -132,6 +132,8 @@ def test_health_ready_info_docs(server: str, encoder_dir: Path) -> None:
     assert info["encoder"]["labels"] == load_taxonomy().names
     assert info["encoder"]["version"].startswith("tiny-")
     assert info["batching"]["max_batch_size"] == 32
+    assert info["batching"]["batch_overhead_source"] == "measured"
+    assert info["batching"]["batch_overhead_tokens"] > 0
     openapi = httpx.get(f"{server}/openapi.json").json()
     assert set(openapi["paths"]) >= {"/classify", "/health", "/ready", "/info", "/metrics"}
     schema = openapi["components"]["schemas"]["ClassifyRequest"]

@@ -1,6 +1,8 @@
 """The batcher with a fake predict function (the seam it is built for)."""
 
 import asyncio
+import itertools
+import random
 import threading
 import time
 from collections.abc import Sequence
@@ -49,14 +51,52 @@ class Observer:
         self.depths.append(depth)
 
 
-def test_plan_batches_sorts_by_cost_and_respects_budgets() -> None:
+def plan_cost(batches: list[list[int]], costs: list[int], overhead: float) -> float:
+    return sum(overhead + len(b) * max(costs[i] for i in b) for b in batches)
+
+
+def test_plan_batches_covers_every_item_once_within_budgets() -> None:
     policy = BatchPolicy(max_batch_size=3, max_batch_tokens=100)
     costs = [50, 10, 11, 12, 40, 13]
     batches = plan_batches(costs, policy)
     assert sorted(i for b in batches for i in b) == list(range(6))
     assert all(len(b) <= 3 for b in batches)
     assert all(len(b) * max(costs[i] for i in b) <= 100 or len(b) == 1 for b in batches)
-    assert batches[0] == [1, 2, 3]  # the three shortest share a batch
+    assert [costs[i] for i in batches[0]] == [10, 11]  # shortest first, sorted by cost
+
+
+def test_plan_batches_finds_the_cheapest_split() -> None:
+    """Against brute force over every split of the sorted items (the best split is contiguous there)."""
+    rng = random.Random(0)
+    for _ in range(200):
+        costs = [rng.randint(1, 120) for _ in range(rng.randint(1, 8))]
+        policy = BatchPolicy(max_batch_size=rng.randint(1, 5), max_batch_tokens=300, batch_overhead=rng.uniform(0, 150))
+        order = sorted(range(len(costs)), key=costs.__getitem__)
+        feasible = []
+        for cuts in itertools.product([False, True], repeat=len(costs) - 1):
+            batches, current = [], [order[0]]
+            for cut, i in zip(cuts, order[1:], strict=True):
+                if cut:
+                    batches.append(current)
+                    current = []
+                current.append(i)
+            batches.append(current)
+            if all(
+                len(b) <= policy.max_batch_size
+                and (len(b) == 1 or len(b) * max(costs[i] for i in b) <= policy.max_batch_tokens)
+                for b in batches
+            ):
+                feasible.append(plan_cost(batches, costs, policy.batch_overhead))
+        planned = plan_batches(costs, policy)
+        assert plan_cost(planned, costs, policy.batch_overhead) == pytest.approx(min(feasible))
+
+
+def test_a_high_overhead_fills_batches_and_a_low_one_keeps_long_items_apart() -> None:
+    costs = [5, 100, 5, 5, 100, 5, 5, 5]
+    assert plan_batches(costs, BatchPolicy(max_batch_size=8, batch_overhead=1000)) == [[0, 2, 3, 5, 6, 7, 1, 4]]
+    assert plan_batches(costs, BatchPolicy(max_batch_size=8, batch_overhead=10)) == [[0, 2, 3, 5, 6, 7], [1, 4]]
+    equal = plan_batches([7] * 10, BatchPolicy(max_batch_size=4, batch_overhead=0))
+    assert sorted(len(b) for b in equal) == [2, 4, 4]  # ties go to fewer batches
 
 
 def test_an_item_over_the_token_budget_runs_alone() -> None:

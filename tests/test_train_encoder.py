@@ -39,6 +39,12 @@ def test_encoder_truncates_to_max_length(encoder_dir: Path) -> None:
     assert len(ids) == encoder.max_length
 
 
+def test_encoder_measures_its_forward_pass_overhead_in_tokens(encoder_dir: Path) -> None:
+    encoder = EncoderClassifier.load(encoder_dir, device="cpu")
+    # a 1M-parameter model is dominated by per-call overhead: worth far more than a short ticket's tokens
+    assert 16 < encoder.measure_batch_overhead() <= 16_384
+
+
 def test_training_arguments_are_validated() -> None:
     with pytest.raises(DataError, match=r"epochs=0.*learning_rate=2.0"):
         EncoderTrainingArgs(epochs=0, learning_rate=2.0)
