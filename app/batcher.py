@@ -2,9 +2,9 @@
 
 It knows nothing of tokenizers, models or HTTP. Callers ``submit`` a list of items with a deadline and get the
 predict function's outputs back in order. The worker waits until ``max_batch_size`` items are queued or the oldest
-has waited ``max_wait_s``, takes a window of queued items, sorts it by cost (token count) so that similar lengths
-share a batch, splits it under the size and padded-token budgets, and runs each batch in a single worker thread,
-off the event loop.
+has waited ``max_wait_s``, plans the queued items into batches of similar cost (token count) where a predict
+call's fixed overhead is worth less than the padding it saves, runs the planned batch holding the oldest item in a
+single worker thread, off the event loop, and plans the rest again with whatever arrived meanwhile.
 """
 
 from __future__ import annotations
@@ -237,24 +237,30 @@ class DynamicBatcher(Generic[T, R]):
                     break
                 if not self._queue:
                     break
-            window = self._take_window()
-            if not window:
-                continue
-            for batch_indices in plan_batches([i.cost for i in window], self.policy):
-                batch = [window[i] for i in batch_indices if not window[i].future.done()]
-                if batch:
-                    await self._run_batch(batch)
+            batch = self._next_batch()
+            if batch:
+                await self._run_batch(batch)
 
-    def _take_window(self) -> list[_Item[T, R]]:
+    def _next_batch(self) -> list[_Item[T, R]]:
+        """Plan the head of the queue and take the planned batch that holds the oldest item.
+
+        The rest stay queued, in order, and are planned again together with whatever arrives while this batch
+        runs: plans see as many items as possible, and the oldest item always goes next (nothing starves).
+        """
         limit = self.policy.max_batch_size * self.policy.sort_window
         window: list[_Item[T, R]] = []
         while self._queue and len(window) < limit:
             item = self._queue.popleft()
-            if not item.future.done():
+            if not item.future.done():  # cancelled by its caller's deadline
                 window.append(item)
-        self._in_flight += len(window)
+        if not window:
+            return []
+        chosen = next(b for b in plan_batches([i.cost for i in window], self.policy) if 0 in b)
+        taken = set(chosen)
+        self._queue.extendleft(reversed([item for k, item in enumerate(window) if k not in taken]))
+        self._in_flight += len(chosen)
         self._report_depth()
-        return window
+        return [window[k] for k in chosen]
 
     async def _run_batch(self, batch: list[_Item[T, R]]) -> None:
         assert self._executor is not None  # only the worker calls this, while running

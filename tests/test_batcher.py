@@ -120,6 +120,28 @@ def test_concurrent_submits_are_batched_and_each_caller_gets_its_own_results() -
     assert sum(observer.sizes) == 40
 
 
+def test_the_oldest_item_goes_first_and_the_rest_are_planned_again_with_new_arrivals() -> None:
+    predict = Recorder()
+    predict.release.clear()  # hold the worker inside its first batch
+    policy = BatchPolicy(max_batch_size=4, max_wait_s=1.0, batch_overhead=10)
+
+    async def main() -> list[list[int]]:
+        batcher = DynamicBatcher(predict, policy, cost=lambda v: v)
+        await batcher.start()
+        long_first = asyncio.create_task(batcher.submit([90], timeout=5))
+        short = [asyncio.create_task(batcher.submit([v], timeout=5)) for v in (1, 2, 3)]
+        await asyncio.sleep(0.1)  # four items queued: planned as [1, 2, 3] and [90]; [90] is the oldest
+        later = asyncio.create_task(batcher.submit([4], timeout=5))
+        await asyncio.sleep(0.05)
+        predict.release.set()
+        results = await asyncio.gather(long_first, *short, later)
+        await batcher.stop()
+        return results
+
+    assert asyncio.run(main()) == [[180], [2], [4], [6], [8]]
+    assert predict.batches == [[90], [1, 2, 3, 4]]  # the short ones waited and shared a batch with the newcomer
+
+
 def test_full_queue_raises_queue_full_with_retry_hint() -> None:
     predict = Recorder()
     predict.release.clear()  # hold the worker so the queue fills up
