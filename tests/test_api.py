@@ -187,6 +187,14 @@ def test_deadline_gets_503_not_a_hang(encoder_dir: Path) -> None:
     assert response.json()["error"]["type"] == "timeout"
 
 
+def test_a_configured_batch_overhead_replaces_the_measured_one(encoder_dir: Path) -> None:
+    settings = Settings(encoder_path=encoder_dir, batch_overhead_tokens=500, llm_backend="none")
+    with running_server(settings) as url:
+        batching = httpx.get(f"{url}/info").json()["batching"]
+        assert classify(url, {"tickets": [{"text": "app crash"}, {"text": "refund " * 40}]}).status_code == 200
+    assert batching["batch_overhead_tokens"] == 500 and batching["batch_overhead_source"] == "configured"
+
+
 def test_not_ready_when_the_checkpoint_is_missing(tmp_path: Path) -> None:
     with running_server(Settings(encoder_path=tmp_path / "missing"), wait_ready=False) as url:
         for _ in range(100):

@@ -43,9 +43,11 @@ class Observer:
     def __init__(self) -> None:
         self.sizes: list[int] = []
         self.depths: list[int] = []
+        self.seconds: list[float] = []
 
     def batch_done(self, size: int, padded_tokens: int, waits: Sequence[float], seconds: float) -> None:
         self.sizes.append(size)
+        self.seconds.append(seconds)
 
     def queue_depth(self, depth: int) -> None:
         self.depths.append(depth)
@@ -193,16 +195,22 @@ def test_predict_failure_reaches_only_its_batch() -> None:
 
 
 def test_unbatched_mode_runs_one_predict_per_request() -> None:
-    predict = Recorder()
+    predict, observer = Recorder(delay=0.1), Observer()
 
-    async def main() -> None:
-        batcher = DynamicBatcher(predict, BatchPolicy(batching=False))
+    async def main() -> float:
+        batcher = DynamicBatcher(predict, BatchPolicy(batching=False), observer=observer)
         await batcher.start()
+        start = time.perf_counter()
         await asyncio.gather(*(batcher.submit([i], timeout=5) for i in range(5)))
+        seconds = time.perf_counter() - start
         await batcher.stop()
+        return seconds
 
-    asyncio.run(main())
+    wall = asyncio.run(main())
     assert sorted(predict.batches) == [[0], [1], [2], [3], [4]]
+    # the worker ran them one after another; each call's inference time excludes its wait for the worker
+    assert wall >= 0.5 and sum(observer.seconds) <= wall
+    assert all(0.1 <= s < 0.5 for s in observer.seconds)
 
 
 def test_submit_before_start_and_after_stop_is_refused() -> None:
