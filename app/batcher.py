@@ -54,7 +54,7 @@ class BatchPolicy:
     max_wait_s: float = 0.005
     max_queue: int = 1024
     sort_window: int = 4
-    """How many batches' worth of queued items are sorted together by length."""
+    """How many batches' worth of the queue's head are planned together."""
     batching: bool = True
     """False: one predict call per submitted request (the unbatched baseline)."""
     batch_overhead: float = 64.0
