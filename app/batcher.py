@@ -209,17 +209,19 @@ class DynamicBatcher(Generic[T, R]):
         loop = asyncio.get_running_loop()
         self._in_flight += len(values)
         self._report_depth()
+        submitted = time.perf_counter()
         try:
             job = loop.run_in_executor(self._executor, self._timed_predict, values)
             try:
-                results, seconds = await asyncio.wait_for(asyncio.shield(job), timeout)
+                results, started, seconds = await asyncio.wait_for(asyncio.shield(job), timeout)
             except TimeoutError as exc:
                 raise DeadlineExceeded(f"{len(values)} item(s) not served within {timeout:g}s") from exc
         finally:
             self._in_flight -= len(values)
             self._report_depth()
         self._recent_batch_seconds = 0.8 * self._recent_batch_seconds + 0.2 * seconds
-        self._observe(len(values), len(values) * max(self._cost(v) for v in values), [0.0] * len(values), seconds)
+        waits = [started - submitted] * len(values)  # behind other requests, for the one worker thread
+        self._observe(len(values), len(values) * max(self._cost(v) for v in values), waits, seconds)
         return list(results)
 
     async def _run(self) -> None:
@@ -268,7 +270,8 @@ class DynamicBatcher(Generic[T, R]):
         start = time.perf_counter()
         waits = [start - i.enqueued for i in batch]
         try:
-            results, seconds = await loop.run_in_executor(self._executor, self._timed_predict, [i.value for i in batch])
+            values = [i.value for i in batch]
+            results, _, seconds = await loop.run_in_executor(self._executor, self._timed_predict, values)
             if len(results) != len(batch):
                 raise RuntimeError(f"predict returned {len(results)} results for {len(batch)} items")
         except Exception as exc:  # delivered to every caller of the batch; the loop keeps serving
@@ -287,11 +290,11 @@ class DynamicBatcher(Generic[T, R]):
         self._observe(len(batch), len(batch) * max(i.cost for i in batch), waits, seconds)
         self._report_depth()
 
-    def _timed_predict(self, values: list[T]) -> tuple[Sequence[R], float]:
-        """Run in the worker thread, so that the time excludes waiting for the thread (the unbatched queue)."""
+    def _timed_predict(self, values: list[T]) -> tuple[Sequence[R], float, float]:
+        """Results, start time and duration, taken in the worker thread: the time waited for it is not inference."""
         start = time.perf_counter()
         results = self._predict(values)
-        return results, time.perf_counter() - start
+        return results, start, time.perf_counter() - start
 
     def _observe(self, size: int, padded: int, waits: Sequence[float], seconds: float) -> None:
         if self._observer is not None:

@@ -44,10 +44,12 @@ class Observer:
         self.sizes: list[int] = []
         self.depths: list[int] = []
         self.seconds: list[float] = []
+        self.waits: list[float] = []
 
     def batch_done(self, size: int, padded_tokens: int, waits: Sequence[float], seconds: float) -> None:
         self.sizes.append(size)
         self.seconds.append(seconds)
+        self.waits.extend(waits)
 
     def queue_depth(self, depth: int) -> None:
         self.depths.append(depth)
@@ -208,9 +210,11 @@ def test_unbatched_mode_runs_one_predict_per_request() -> None:
 
     wall = asyncio.run(main())
     assert sorted(predict.batches) == [[0], [1], [2], [3], [4]]
-    # the worker ran them one after another; each call's inference time excludes its wait for the worker
+    # the worker ran them one after another; each call's inference time excludes its wait for the worker,
+    # which is reported as queue wait instead
     assert wall >= 0.5 and sum(observer.seconds) <= wall
     assert all(0.1 <= s < 0.5 for s in observer.seconds)
+    assert sorted(observer.waits)[-1] >= 0.3 and min(observer.waits) < 0.1
 
 
 def test_submit_before_start_and_after_stop_is_refused() -> None:
