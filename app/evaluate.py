@@ -21,7 +21,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from app.service import resolve_threshold
-from models.datasets import Example, read_examples
+from models.datasets import Example, multi_hot, read_examples
 from models.errors import DataError
 from models.llm import LLMConfig, Quantization, create_llm
 from models.scoring import Scores, score
@@ -100,16 +100,6 @@ def map_examples(examples: Sequence[Example], mapping: dict[str, str] | None) ->
     ]
 
 
-def matrix(predictions: Sequence[Sequence[str]], labels: Sequence[str]) -> np.ndarray:
-    index = {name: i for i, name in enumerate(labels)}
-    out = np.zeros((len(predictions), len(labels)), dtype=bool)
-    for row, names in enumerate(predictions):
-        for name in names:
-            if name in index:
-                out[row, index[name]] = True
-    return out
-
-
 def hybrid(
     encoder: Sequence[Decision],
     llm_labels: Sequence[Sequence[str]],
@@ -141,7 +131,7 @@ def escalation_curve(
     curve = []
     for threshold in np.linspace(0.0, 1.0, points):
         preds, rate = hybrid(encoder, llm_labels, float(threshold), policy, groups)
-        s = score(y, matrix(preds, labels), labels)
+        s = score(y, multi_hot(preds, labels), labels)
         curve.append(
             {
                 "threshold": round(float(threshold), 4),
@@ -165,7 +155,7 @@ def run_evaluation(config: EvalConfig, progress: bool = True) -> dict[str, Any]:
     examples = map_examples(read_examples(test_file, None if mapping else encoder.taxonomy), mapping)
     labels = sorted(set(mapping.values()), key=ours.index) if mapping else list(ours)
     texts = [ex.text for ex in examples]
-    y = matrix([ex.labels for ex in examples], labels)
+    y = multi_hot([ex.labels for ex in examples], labels)
     taxonomy = encoder.taxonomy
     rules = LabelRules.build(ours, taxonomy.groups, taxonomy.exclusive_groups, taxonomy.implies)
     policy = MergePolicy.parse(config.merge_policy)
@@ -180,7 +170,7 @@ def run_evaluation(config: EvalConfig, progress: bool = True) -> dict[str, Any]:
     systems = [System("encoder", [d.labels for d in decisions], enc_seconds, escalation_rate=0.0)]
 
     columns = [ours.index(name) for name in labels]
-    y_ours = matrix([ex.labels for ex in examples], ours)[:, columns]
+    y_ours = multi_hot([ex.labels for ex in examples], ours)[:, columns]
     ece_before = expected_calibration_error(raw[:, columns], y_ours)
     ece_after = expected_calibration_error(probs[:, columns], y_ours)
     config.out.mkdir(parents=True, exist_ok=True)
@@ -280,7 +270,7 @@ def build_report(
     per_label: dict[str, dict[str, dict[str, float]]] = {}
     languages = sorted({ex.language or "unknown" for ex in examples})
     for system in systems:
-        pred = matrix(system.predictions, labels)
+        pred = multi_hot(system.predictions, labels)
         s: Scores = score(y, pred, labels)
         overall[system.name] = {
             **s.summary(),

@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from app.evaluate import escalation_curve, hybrid, matrix
+from app.evaluate import escalation_curve, hybrid
 from models.calibrate import validation_examples
 from models.checkpoint import read_manifest
+from models.datasets import multi_hot
 from models.errors import DataError
 from models.llm import LLMConfig, create_llm
 from models.scoring import score
@@ -73,7 +74,7 @@ def calibrate_router(
     probs = encoder.predict_texts(texts)
     decisions = [decide(row.tolist(), encoder.thresholds, rules) for row in probs]
     confidences = np.asarray([d.confidence for d in decisions])
-    y = matrix([ex.labels for ex in examples], encoder.labels)
+    y = multi_hot([ex.labels for ex in examples], encoder.labels)
     chosen: dict[str, Any]
     if target.escalation is not None:
         threshold = threshold_for_rate(confidences, target.escalation)
@@ -95,7 +96,7 @@ def calibrate_router(
         source = f"calibrate-router --target-f1 {target.f1:g}"
         chosen = {"rate": point["rate"], "reached": bool(reaching)}
         preds, _ = hybrid(decisions, llm_labels, threshold, policy, taxonomy.groups)
-        chosen["f1_micro"] = score(y, matrix(preds, encoder.labels), encoder.labels).f1_micro
+        chosen["f1_micro"] = score(y, multi_hot(preds, encoder.labels), encoder.labels).f1_micro
     router = {
         "escalation_threshold": threshold,
         "source": f"{source} on {data}",

@@ -104,15 +104,20 @@ def read_examples(path: str | Path, taxonomy: Taxonomy | None = None) -> list[Ex
     return examples
 
 
-def label_matrix(examples: Sequence[Example], labels: Sequence[str]) -> np.ndarray:
-    """A (examples, labels) 0/1 float32 matrix; labels not in ``labels`` are ignored."""
+def multi_hot(label_lists: Sequence[Sequence[str]], labels: Sequence[str]) -> np.ndarray:
+    """A (rows, labels) boolean matrix, True where a row names the label; names not in ``labels`` are ignored."""
     index = {name: i for i, name in enumerate(labels)}
-    y = np.zeros((len(examples), len(labels)), dtype=np.float32)
-    for row, ex in enumerate(examples):
-        for label in ex.labels:
-            if label in index:
-                y[row, index[label]] = 1.0
-    return y
+    out = np.zeros((len(label_lists), len(labels)), dtype=bool)
+    for row, names in enumerate(label_lists):
+        for name in names:
+            if name in index:
+                out[row, index[name]] = True
+    return out
+
+
+def label_matrix(examples: Sequence[Example], labels: Sequence[str]) -> np.ndarray:
+    """The examples' gold labels as a (examples, labels) 0/1 float32 matrix (training targets)."""
+    return multi_hot([ex.labels for ex in examples], labels).astype(np.float32)
 
 
 def write_jsonl(path: str | Path, examples: Iterable[Example]) -> None:

@@ -141,8 +141,9 @@ class EncoderClassifier:
         """The fixed cost of one forward pass, in tokens: what the batcher weighs against padding.
 
         Times a forward pass at each (batch, length) shape (best of two) and fits ``seconds = fixed + per_token *
-        batch * length``; returns ``fixed / per_token``. Large on GPUs and for small models (launch and Python
-        overhead dominate: fill batches), smaller for big models on CPUs (keep long tickets apart from short ones).
+        batch * length``; returns ``fixed / per_token``. Large for small models (Python overhead dominates: fill
+        batches; launch overhead should do the same on GPUs), smaller for big models on CPUs (about 100 tokens for
+        mDeBERTa-base on 2 cores: keep long tickets apart from short ones).
         """
         sample = self.encode(["warm-up ticket: the app crashes when I open a recipe, error E-1234 on my TV"])[0]
         points = []

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from models.checkpoint import Manifest, atomic_folder, write_model_card
 from models.constrained import AnswerGrammar
-from models.datasets import Dataset, Example, label_matrix, load_dataset
+from models.datasets import Dataset, Example, label_matrix, load_dataset, multi_hot
 from models.device import resolve_device
 from models.errors import CheckpointError, DataError, HardwareError, ModelError, check_arguments
 from models.llm_local import (
@@ -455,12 +455,7 @@ def _score_splits(
         )
         seconds += time.perf_counter() - started
         tickets += len(examples)
-        y_pred = np.zeros((len(examples), len(labels)), dtype=bool)
-        index = {name: i for i, name in enumerate(labels)}
-        for row, names in enumerate(predicted):
-            for name in names:
-                y_pred[row, index[name]] = True
-        metrics[split] = score(label_matrix(examples, labels), y_pred, labels).summary()
+        metrics[split] = score(label_matrix(examples, labels), multi_hot(predicted, labels), labels).summary()
         counts[split] = len(examples)
         logger.info(
             "%s: F1 micro %.3f, exact match %.3f", split, metrics[split]["f1_micro"], metrics[split]["exact_match"]

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from models.datasets import Example, load_dataset, read_examples, write_jsonl
+from models.datasets import Example, label_matrix, load_dataset, multi_hot, read_examples, write_jsonl
 from models.errors import DataError
 from models.taxonomy import load_taxonomy
 
@@ -67,3 +67,13 @@ def test_dataset_folder_missing_split_is_explained(tmp_path: Path) -> None:
         load_dataset(tmp_path)
     with pytest.raises(DataError, match="triage generate-data"):
         load_dataset(tmp_path / "nope")
+
+
+def test_label_lists_become_multi_hot_rows_in_label_order() -> None:
+    labels = ["billing", "urgent", "frustrated"]
+    hot = multi_hot([["urgent", "billing"], [], ["not_a_label", "frustrated"]], labels)
+    assert hot.dtype == bool
+    assert hot.tolist() == [[True, True, False], [False, False, False], [False, False, True]]
+    examples = [Example(id="a", text="x", labels=("frustrated",))]
+    targets = label_matrix(examples, labels)
+    assert targets.dtype.name == "float32" and targets.tolist() == [[0.0, 0.0, 1.0]]

@@ -6,8 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.evaluate import EvalConfig, hybrid, load_label_map, matrix, run_evaluation
+from app.evaluate import EvalConfig, hybrid, load_label_map, run_evaluation
 from models.checkpoint import Manifest
+from models.datasets import multi_hot
 from models.errors import DataError
 from models.scoring import score
 from models.taxonomy import load_taxonomy
@@ -20,7 +21,7 @@ def test_scores_match_a_hand_computed_case() -> None:
     labels = ["billing", "urgent", "frustrated"]
     truth = [["billing", "urgent"], ["frustrated"], ["billing"], []]
     preds = [["billing", "urgent"], ["billing"], ["billing", "frustrated"], []]
-    s = score(matrix(truth, labels), matrix(preds, labels), labels)
+    s = score(multi_hot(truth, labels), multi_hot(preds, labels), labels)
     # tp = 3 (billing x2, urgent), fp = 2 (billing row 1, frustrated row 2), fn = 1 (frustrated row 1)
     assert s.f1_micro == pytest.approx(6 / 9)
     # billing 2*2/(4+1+0)=0.8; urgent 1.0; frustrated 0 -> macro 0.6
