@@ -212,9 +212,10 @@ def test_unbatched_mode_runs_one_predict_per_request() -> None:
     assert sorted(predict.batches) == [[0], [1], [2], [3], [4]]
     # the worker ran them one after another; each call's inference time excludes its wait for the worker,
     # which is reported as queue wait instead
-    assert wall >= 0.5 and sum(observer.seconds) <= wall
-    assert all(0.1 <= s < 0.5 for s in observer.seconds)
-    assert sorted(observer.waits)[-1] >= 0.3 and min(observer.waits) < 0.1
+    # (bounds the 0.1 s sleeps guarantee, whatever the machine's load)
+    assert sum(observer.seconds) <= wall
+    assert all(s >= 0.1 for s in observer.seconds)
+    assert max(observer.waits) >= 0.4  # the last request waited for the four before it
 
 
 def test_submit_before_start_and_after_stop_is_refused() -> None:
