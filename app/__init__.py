@@ -1,1 +1,1 @@
-"""The HTTP side of triage: settings, wire schemas, errors, metrics, batching and the app factory."""
+"""triage entry points: ``server/`` answers HTTP (no torch), ``jobs/`` runs offline work, ``cli`` ties them."""

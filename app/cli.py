@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from app.logging_setup import configure_logging
+from app.server.logging_setup import configure_logging
 
 logger = logging.getLogger("triage")
 
@@ -24,8 +24,8 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
     from pydantic import ValidationError
 
-    from app.main import create_app
-    from app.settings import Settings
+    from app.server.main import create_app
+    from app.server.settings import Settings
     from models.checkpoint import read_manifest
     from models.errors import ModelError
 
@@ -125,7 +125,7 @@ def build_default(
     if not (data / "train.jsonl").exists() or not if_missing:
         write_generated_dataset(data, n=n, seed=seed, progress=progress)
     if need_encoder:
-        from app.operating_point import RouterTarget, calibrate_router
+        from app.jobs.operating_point import RouterTarget, calibrate_router
 
         manifest = train_encoder(data, encoder_dir, EncoderTrainingArgs.for_base_model("tiny", seed=seed), progress)
         _print_metrics(manifest.metrics, encoder_dir, manifest.version)
@@ -149,7 +149,7 @@ def _build_default(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from app.bench import BenchConfig, run_bench
+    from app.jobs.bench import BenchConfig, run_bench
 
     config = BenchConfig(
         architecture=args.architecture,
@@ -167,7 +167,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from app.evaluate import EvalConfig, run_evaluation
+    from app.jobs.evaluate import EvalConfig, run_evaluation
 
     run_evaluation(
         EvalConfig(
@@ -202,7 +202,7 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 
 def _calibrate_router(args: argparse.Namespace) -> int:
-    from app.operating_point import RouterTarget, calibrate_router
+    from app.jobs.operating_point import RouterTarget, calibrate_router
 
     router = calibrate_router(
         args.encoder,
@@ -221,7 +221,7 @@ def _calibrate_router(args: argparse.Namespace) -> int:
 
 
 def _retrain(args: argparse.Namespace) -> int:
-    from app.retrain import RetrainConfig, retrain
+    from app.jobs.retrain import RetrainConfig, retrain
 
     decision = retrain(
         RetrainConfig(
@@ -241,7 +241,7 @@ def _retrain(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    from app.retrain import rollback
+    from app.jobs.retrain import rollback
 
     print(f"{args.out}/default now serves {rollback(args.out)}")
     return 0

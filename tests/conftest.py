@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.main import create_app
-from app.settings import Settings
+from app.server.main import create_app
+from app.server.settings import Settings
 from models.generate import write_generated_dataset
 from models.train_encoder import EncoderTrainingArgs, train_encoder
 from tests.servers import serve_asgi

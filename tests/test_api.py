@@ -6,7 +6,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.settings import Settings
+from app.server.settings import Settings
 from models.taxonomy import load_taxonomy
 from tests.conftest import running_server
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from app.batcher import (
+from app.server.batcher import (
     BatcherClosed,
     BatchPolicy,
     DeadlineExceeded,

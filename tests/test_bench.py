@@ -1,7 +1,7 @@
 import json
 from pathlib import Path
 
-from app.bench import BenchConfig, run_bench
+from app.jobs.bench import BenchConfig, run_bench
 
 
 def test_bench_measures_raw_batched_and_unbatched_in_one_run(

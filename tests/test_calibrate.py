@@ -7,8 +7,8 @@ import httpx
 import numpy as np
 import pytest
 
-from app.operating_point import RouterTarget, calibrate_router, threshold_for_rate
-from app.settings import Settings
+from app.jobs.operating_point import RouterTarget, calibrate_router, threshold_for_rate
+from app.server.settings import Settings
 from models.calibrate import calibrate_checkpoint
 from models.checkpoint import Manifest, read_manifest
 from models.encoder import EncoderClassifier

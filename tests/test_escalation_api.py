@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.settings import Settings
+from app.server.settings import Settings
 from models.checkpoint import Manifest
 from models.taxonomy import load_taxonomy
 from tests.conftest import running_server

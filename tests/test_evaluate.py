@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.evaluate import EvalConfig, hybrid, load_label_map, run_evaluation
+from app.jobs.evaluate import EvalConfig, hybrid, load_label_map, run_evaluation
 from models.checkpoint import Manifest
 from models.datasets import multi_hot
 from models.errors import DataError

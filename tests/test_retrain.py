@@ -7,8 +7,8 @@ from pathlib import Path
 
 import httpx
 
-from app.retrain import RetrainConfig, retrain, rollback
-from app.settings import Settings
+from app.jobs.retrain import RetrainConfig, retrain, rollback
+from app.server.settings import Settings
 from models.checkpoint import read_manifest
 from tests.conftest import running_server
 

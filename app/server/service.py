@@ -15,12 +15,12 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from app import errors
-from app.batcher import BatcherClosed, BatchPolicy, DynamicBatcher, QueueFull
-from app.batcher import DeadlineExceeded as BatchDeadline
-from app.llm_tier import LazyLLM
-from app.metrics import Metrics
-from app.settings import Settings
+from app.server import errors
+from app.server.batcher import BatcherClosed, BatchPolicy, DynamicBatcher, QueueFull
+from app.server.batcher import DeadlineExceeded as BatchDeadline
+from app.server.llm_tier import LazyLLM
+from app.server.metrics import Metrics
+from app.server.settings import Settings
 from models.errors import ModelError
 from models.language import LanguageDetector
 from models.taxonomy import Taxonomy
@@ -158,7 +158,7 @@ class ClassificationService:
     async def classify(
         self, tickets: Sequence[TicketInput], mode: EscalationMode = EscalationMode.AUTO
     ) -> list[TicketOutcome]:
-        """Classify tickets in order; raise ``app.errors.TriageError`` subclasses on overload or failure.
+        """Classify tickets in order; raise ``app.server.errors.TriageError`` subclasses on overload or failure.
 
         The encoder answers every ticket; those that need it (``mode``, confidence, budget) then go to the LLM
         tier, whose failures never fail the request: the encoder's answer stands, with a status saying why.

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from app.evaluate import escalation_curve, hybrid
+from app.jobs.evaluate import escalation_curve, hybrid
 from models.calibrate import validation_examples
 from models.checkpoint import read_manifest
 from models.datasets import multi_hot

@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from app.batcher import BatchPolicy, DynamicBatcher
-from app.metrics import Metrics
+from app.server.batcher import BatchPolicy, DynamicBatcher
+from app.server.metrics import Metrics
 from models.llm import LLMClassifier
 
 logger = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from app.service import resolve_threshold
+from app.server.service import resolve_threshold
 from models.datasets import Example, multi_hot, read_examples
 from models.errors import DataError
 from models.llm import LLMConfig, Quantization, create_llm

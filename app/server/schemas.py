@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from app.errors import ValidationFailed
+from app.server.errors import ValidationFailed
 
 EXAMPLE_TEXT = "Bonjour, l'appli plante quand j'ouvre la recette du boeuf bourguignon. Je paie Premium !"
 

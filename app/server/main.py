@@ -18,13 +18,13 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
-from app import errors
-from app.errors import install_error_handlers
-from app.llm_tier import LazyLLM
-from app.metrics import Metrics
-from app.schemas import ClassifyRequest, ClassifyResponse, ErrorResponse, TicketResult, check_limits
-from app.service import ClassificationService, TicketInput, llm_batch_policy
-from app.settings import Settings
+from app.server import errors
+from app.server.errors import install_error_handlers
+from app.server.llm_tier import LazyLLM
+from app.server.metrics import Metrics
+from app.server.schemas import ClassifyRequest, ClassifyResponse, ErrorResponse, TicketResult, check_limits
+from app.server.service import ClassificationService, TicketInput, llm_batch_policy
+from app.server.settings import Settings
 from models.llm import LLMConfig, create_llm
 from router.escalation import EscalationMode
 

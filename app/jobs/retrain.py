@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from app.evaluate import EvalConfig, run_evaluation
-from app.operating_point import RouterTarget, calibrate_router
+from app.jobs.evaluate import EvalConfig, run_evaluation
+from app.jobs.operating_point import RouterTarget, calibrate_router
 from models.checkpoint import read_manifest
 from models.errors import DataError
 

@@ -66,7 +66,7 @@ class Metrics:
 
 
 class TierObserver:
-    """Adapts batcher events to the per-tier collectors (implements ``app.batcher.BatchObserver``)."""
+    """Adapts batcher events to the per-tier collectors (implements ``app.server.batcher.BatchObserver``)."""
 
     def __init__(self, metrics: Metrics, tier: str) -> None:
         self._size = metrics.batch_size.labels(tier)

@@ -112,7 +112,7 @@ def measure_raw(
     split by ``plan_batches`` with the encoder's measured overhead: what the server does when that many tickets
     are queued, without HTTP, queueing or the event loop.
     """
-    from app.batcher import BatchPolicy, plan_batches
+    from app.server.batcher import BatchPolicy, plan_batches
     from models.encoder import EncoderClassifier
 
     encoder = EncoderClassifier.load(checkpoint, device="auto", dtype=dtype)
