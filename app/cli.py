@@ -10,8 +10,12 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from app.server.logging_setup import configure_logging
+
+if TYPE_CHECKING:
+    from app.server.settings import Settings
 
 logger = logging.getLogger("triage")
 
@@ -166,6 +170,21 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def job_settings(args: argparse.Namespace) -> Settings:
+    """The server's settings (``TRIAGE_*``) with a job's LLM flags on top: jobs build the LLM as serve does."""
+    from app.server.settings import Settings
+
+    flags = {
+        "llm_backend": args.llm_backend,
+        "llm_endpoint": args.llm_endpoint,
+        "llm_quantization": args.quantization,
+        "device": args.device,
+        "merge_policy": args.merge_policy,
+        "escalation_threshold": getattr(args, "threshold", None),
+    }
+    return Settings(**{k: v for k, v in flags.items() if v is not None})
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from app.jobs.evaluate import EvalConfig, run_evaluation
 
@@ -175,10 +194,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             encoder=args.encoder,
             adapter=args.adapter,
             out=args.out,
-            llm_backend=args.llm_backend,
-            llm_endpoint=args.llm_endpoint,
-            threshold=args.threshold,
-            merge_policy=args.merge_policy,
+            settings=job_settings(args),
             label_map=args.label_map,
             baseline=not args.no_baseline,
         ),
@@ -209,8 +225,7 @@ def _calibrate_router(args: argparse.Namespace) -> int:
         args.data,
         RouterTarget(escalation=args.target_escalation, f1=args.target_f1),
         adapter=args.adapter,
-        llm_backend=args.llm_backend,
-        llm_endpoint=args.llm_endpoint,
+        settings=job_settings(args),
     )
     print(
         f"escalation threshold {router['escalation_threshold']:.4f}: "
@@ -245,6 +260,15 @@ def _rollback(args: argparse.Namespace) -> int:
 
     print(f"{args.out}/default now serves {rollback(args.out)}")
     return 0
+
+
+def _llm_flags(p: argparse.ArgumentParser) -> None:
+    """Flags over the server's settings; unset ones keep the TRIAGE_* value or the server's default."""
+    p.add_argument("--llm-backend", default="local", choices=["local", "openai"])
+    p.add_argument("--llm-endpoint", help="openai backend: the /v1 URL (TRIAGE_LLM_ENDPOINT)")
+    p.add_argument("--quantization", choices=["auto", "nf4", "mxfp4", "none"], help="TRIAGE_LLM_QUANTIZATION")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (TRIAGE_DEVICE)")
+    p.add_argument("--merge-policy", help="e.g. default=llm,emotion=encoder (TRIAGE_MERGE_POLICY)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -311,11 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, required=True, help="test .jsonl/.csv, or a dataset folder (its test split)")
     p.add_argument("--encoder", type=Path, default=DEFAULT_CHECKPOINTS / "encoder")
     p.add_argument("--adapter", type=Path, help="adapter folder: adds the LLM and hybrid rows")
-    p.add_argument("--llm-backend", default="local", choices=["local", "openai"])
-    p.add_argument("--llm-endpoint", default="http://127.0.0.1:8001/v1", help="openai backend: the /v1 URL")
+    _llm_flags(p)
     p.add_argument("--out", type=Path, required=True, help="report folder (report.md, report.json, PNG plots)")
     p.add_argument("--threshold", type=float, help="escalation threshold (default: the encoder manifest's)")
-    p.add_argument("--merge-policy", default="default=llm")
     p.add_argument("--label-map", type=Path, help="JSON {their_label: our_label}; scores only the mapped labels")
     p.add_argument("--no-baseline", action="store_true", help="skip the n-gram TF-IDF baseline")
     p.add_argument("--quiet", action="store_true")
@@ -330,8 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("calibrate-router", help="choose the escalation threshold on validation data")
     p.add_argument("--encoder", type=Path, required=True)
     p.add_argument("--adapter", type=Path, help="needed for --target-f1")
-    p.add_argument("--llm-backend", default="local", choices=["local", "openai"])
-    p.add_argument("--llm-endpoint", default="http://127.0.0.1:8001/v1", help="openai backend: the /v1 URL")
+    _llm_flags(p)
     p.add_argument("--data", type=Path, required=True, help="validation .jsonl, or a dataset folder")
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--target-escalation", type=float, help="share of tickets to escalate, e.g. 0.15")

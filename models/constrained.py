@@ -1,7 +1,8 @@
 """Constrained decoding: generation can only write a valid answer, and training targets use the same tokens.
 
-An answer is zero or more distinct labels in taxonomy order, each as the tokenizer encodes the label alone,
-separated by the separator's tokens (``", "`` encoded alone) and closed by EOS; or ``none`` then EOS.
+An answer is zero or more distinct labels in taxonomy order (at most one per exclusive group), each as the
+tokenizer encodes the label alone, separated by the separator's tokens (``", "`` encoded alone) and closed by
+EOS; or ``none`` then EOS.
 :class:`AnswerGrammar` holds that token layout as a trie plus a small state machine; it builds training
 targets (:meth:`AnswerGrammar.answer_token_ids`), restricts generation (:meth:`AnswerGrammar.constraint`, a
 ``prefix_allowed_tokens_fn`` for ``model.generate``) and reads answers back (:meth:`AnswerGrammar.decode_answer`).
@@ -11,6 +12,7 @@ boundaries never matter: training and decoding agree by construction.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -64,10 +66,13 @@ class AnswerGrammar:
         separator_ids: Sequence[int],
         none_ids: Sequence[int],
         eos_id: int,
+        exclusive: Sequence[Sequence[int]] = (),
     ) -> None:
         if len(label_ids) != len(names):
             raise ModelError(f"{len(names)} label names but {len(label_ids)} token sequences")
         self.names = list(names)
+        self.next_label = self._next_labels(len(names), exclusive)
+        """Lowest label index allowed after each label: past the end of its exclusive group, if it has one."""
         self.label_ids = [list(ids) for ids in label_ids]
         self.separator_ids = list(separator_ids)
         self.none_ids = list(none_ids)
@@ -89,13 +94,32 @@ class AnswerGrammar:
         def encode(text: str) -> list[int]:
             return list(tokenizer.encode(text, add_special_tokens=False))
 
+        index = {name: i for i, name in enumerate(taxonomy.names)}
+        groups = taxonomy.groups
         return cls(
             label_ids=[encode(name) for name in taxonomy.names],
             names=taxonomy.names,
             separator_ids=encode(SEPARATOR),
             none_ids=encode(NONE_ANSWER),
             eos_id=int(tokenizer.eos_token_id),
+            exclusive=[[index[n] for n in groups[g]] for g in taxonomy.exclusive_groups],
         )
+
+    @staticmethod
+    def _next_labels(n: int, exclusive: Sequence[Sequence[int]]) -> list[int]:
+        """Labels come in taxonomy order, so an exclusive group is closed by skipping past its last member.
+
+        That needs each exclusive group to be a contiguous run of indices, as ``Taxonomy`` orders labels group by
+        group; anything else is refused rather than silently allowing two labels of a group.
+        """
+        out = [i + 1 for i in range(n)]
+        for group in exclusive:
+            members = sorted(group)
+            if members and members != list(range(members[0], members[-1] + 1)):
+                raise ModelError(f"exclusive group {members} is not a contiguous run of label indices")
+            for i in members:
+                out[i] = members[-1] + 1
+        return out
 
     # -- construction -------------------------------------------------------------------------------------------
 
@@ -161,6 +185,10 @@ class AnswerGrammar:
         if unknown:
             raise ModelError(f"unknown label(s) {', '.join(unknown)}; the taxonomy has {', '.join(self.names)}")
         ordered = sorted({index[label] for label in labels})
+        clash = [(a, b) for a, b in itertools.pairwise(ordered) if b < self.next_label[a]]
+        if clash:
+            pairs = ", ".join(f"{self.names[a]} + {self.names[b]}" for a, b in clash)
+            raise ModelError(f"labels {pairs} belong to one exclusive group; the answer grammar allows one of them")
         if not ordered:
             return [*self.none_ids, self.eos_id]
         out: list[int] = []
@@ -196,7 +224,7 @@ class AnswerGrammar:
             out.append(self.eos_id)
         elif node.terminal is not None and node.terminal >= state.min_label:
             out.append(self.eos_id)
-            if node.terminal < len(self.names) - 1:
+            if self.next_label[node.terminal] < len(self.names):
                 out.append(self.separator_ids[0])
         self._allowed_cache[key] = out
         return out
@@ -220,7 +248,7 @@ class AnswerGrammar:
             label = None if terminal == NONE_INDEX else self.names[terminal]
             return AnswerState(None, state.min_label, False, done=True), label
         if finished and terminal is not None and terminal != NONE_INDEX and token == self.separator_ids[0]:
-            nxt = terminal + 1
+            nxt = self.next_label[terminal]
             if nxt >= len(self.names):
                 return None, None
             label = self.names[terminal]

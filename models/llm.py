@@ -15,7 +15,8 @@ from typing import Any, Literal, Protocol
 
 from models.errors import ModelError
 
-Quantization = Literal["nf4", "mxfp4", "none"]
+Quantization = Literal["auto", "nf4", "mxfp4", "none"]
+"""``auto``: resolved by the backend for the device it loads on (see ``models.llm_local.resolve_quantization``)."""
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class LLMConfig:
     """Adapter folder written by ``triage train-adapter`` (PEFT files + triage manifest)."""
     base_model: str | None = None
     """Override the base model recorded in the adapter manifest (a hub id or a local folder)."""
-    quantization: Quantization = "nf4"
+    quantization: Quantization = "auto"
     device: str = "auto"
     max_new_tokens: int = 48
     max_input_tokens: int = 1024
@@ -47,8 +48,11 @@ class LLMClassifier(Protocol):
 
     def warmup(self) -> None: ...
 
-    def classify_batch(self, texts: Sequence[str]) -> list[list[str]]:
-        """Labels per ticket, each a subset of ``labels``, in input order."""
+    def classify_batch(self, texts: Sequence[str], deadline: float | None = None) -> list[list[str]]:
+        """Labels per ticket, each a subset of ``labels``, in input order.
+
+        ``deadline`` (``time.monotonic()``, optional): stop work for the batch once it passes (raise).
+        """
         ...
 
     def health(self) -> dict[str, Any]: ...

@@ -173,8 +173,13 @@ def generate_labels(
     batch_size: int = 32,
     max_new_tokens: int = 48,
     share_prefix: bool = True,
+    deadline: float | None = None,
 ) -> list[list[str]]:
-    """Greedy constrained generation in batches of similar length; labels per ticket, in input order."""
+    """Greedy constrained generation in batches of similar length; labels per ticket, in input order.
+
+    With a ``deadline`` (``time.monotonic()``), each ``generate`` call gets what is left of it as ``max_time``
+    and ``ModelError`` is raised once it has passed: an answer cut short would be a wrong answer.
+    """
     from transformers import GenerationConfig
 
     if not texts:
@@ -193,6 +198,11 @@ def generate_labels(
     results: list[list[str]] = [[] for _ in rows]
     prefix_cache = None
     for start in range(0, len(order), batch_size):
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ModelError(f"deadline passed with {len(order) - start} of {len(order)} ticket(s) unanswered")
+            gen_config.max_time = left
         chunk = order[start : start + batch_size]
         batch = build_batch(encoder.prefix_ids, [rows[i] for i in chunk], pad_id, shared).to(device)
         kwargs: dict[str, Any] = {}
@@ -210,6 +220,8 @@ def generate_labels(
             prefix_allowed_tokens_fn=grammar.constraint(full.shape[1]),
             **kwargs,
         )
+        if deadline is not None and time.monotonic() >= deadline:
+            raise ModelError(f"deadline passed while generating for {len(chunk)} ticket(s)")
         for row, index in enumerate(chunk):
             results[index] = grammar.decode_answer(out[row, full.shape[1] :].tolist())
     return results
@@ -259,6 +271,13 @@ def prequantized_method(model_config: Any) -> str | None:
     return str(getattr(method, "value", method)) if method is not None else None
 
 
+def resolve_quantization(quantization: Quantization, device: torch.device) -> Quantization:
+    """``auto`` is NF4 on CUDA and none on the CPU; other modes stay as asked."""
+    if quantization == "auto":
+        return "nf4" if device.type == "cuda" else "none"
+    return quantization
+
+
 def quantization_kwargs(
     quantization: Quantization, device: torch.device, prequantized: str | None = None
 ) -> tuple[dict[str, Any], str]:
@@ -271,6 +290,7 @@ def quantization_kwargs(
     from transformers import BitsAndBytesConfig
     from transformers.utils.quantization_config import Mxfp4Config
 
+    quantization = resolve_quantization(quantization, device)
     compute = torch.bfloat16 if device.type == "cuda" else torch.float32
     device_map: dict[str, Any] = {"": str(device) if device.type != "cuda" else device.index or 0}
     if quantization not in ("nf4", "mxfp4", "none"):
@@ -423,8 +443,12 @@ class LocalLLMClassifier:
         """One generation, so the first request pays no one-off cost (e.g. the NF4 CPU weight repack)."""
         self.classify_batch(["Warm-up ticket: the app does not start."])
 
-    def classify_batch(self, texts: Sequence[str]) -> list[list[str]]:
-        """Labels per ticket, each a subset of ``labels``, in input order."""
+    def classify_batch(self, texts: Sequence[str], deadline: float | None = None) -> list[list[str]]:
+        """Labels per ticket, each a subset of ``labels``, in input order.
+
+        With a ``deadline`` (``time.monotonic()``) generation stops once it passes and ``ModelError`` is raised:
+        the worker is not held for answers nobody waits for.
+        """
         if self.model is None or self.encoder is None or self.grammar is None:
             raise ModelError("the local LLM is not loaded; call load() first")
         started = time.perf_counter()
@@ -436,6 +460,7 @@ class LocalLLMClassifier:
                 texts,
                 batch_size=self.batch_size,
                 max_new_tokens=self.config.max_new_tokens,
+                deadline=deadline,
             )
         logger.debug("LLM classified %d tickets in %.3fs", len(texts), time.perf_counter() - started)
         return answers

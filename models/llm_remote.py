@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -125,7 +126,7 @@ class OpenAIClassifier:
         client = httpx.Client(base_url=self.config.endpoint, timeout=self.config.timeout_s, headers=headers)
         self._client = client
         try:
-            served = self._with_retries("GET /models", lambda: self._list_models(client))
+            served = self._with_retries("GET /models", lambda timeout_s: self._list_models(client, timeout_s))
             if self.config.remote_model not in served:
                 raise self._fail(
                     f"no served model {self.config.remote_model!r} (found: {', '.join(served) or 'none'})",
@@ -145,16 +146,20 @@ class OpenAIClassifier:
 
     def warmup(self) -> None:
         """One tiny classification, end to end (prompt, constrained decoding, validation)."""
-        self._classify_one(WARMUP_TEXT)
+        self._classify_one(WARMUP_TEXT, None)
 
-    def classify_batch(self, texts: Sequence[str]) -> list[list[str]]:
-        """Labels per ticket, in input order. Raises ``RemoteLLMError`` if any ticket fails after retries."""
+    def classify_batch(self, texts: Sequence[str], deadline: float | None = None) -> list[list[str]]:
+        """Labels per ticket, in input order. Raises ``RemoteLLMError`` if any ticket fails after retries.
+
+        With a ``deadline`` (``time.monotonic()``), no attempt starts after it, each request's timeout is cut to
+        what is left of it, and no back-off sleeps past it: the worker is never held after the caller gave up.
+        """
         if not texts:
             return []
         if len(texts) == 1:
-            return [self._classify_one(texts[0])]
+            return [self._classify_one(texts[0], deadline)]
         with ThreadPoolExecutor(max_workers=min(len(texts), MAX_CONCURRENT_REQUESTS)) as pool:
-            futures = [pool.submit(self._classify_one, text) for text in texts]
+            futures = [pool.submit(self._classify_one, text, deadline) for text in texts]
             try:
                 return [future.result() for future in futures]
             except BaseException:
@@ -196,15 +201,24 @@ class OpenAIClassifier:
         self.last_error = message
         return RemoteLLMError(message)
 
-    def _with_retries(self, what: str, attempt: Callable[[], T]) -> T:
+    def _with_retries(self, what: str, attempt: Callable[[float], T], deadline: float | None = None) -> T:
+        """Run ``attempt(timeout_s)`` until it succeeds, ``max_retries`` are spent or ``deadline`` has passed."""
         attempts = self.config.max_retries + 1
         for number in range(1, attempts + 1):
+            left = math.inf if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                raise self._fail(
+                    f"{what}: the caller's deadline passed after {number - 1} attempt(s)",
+                    "raise the request timeout, or check the server's load",
+                )
             try:
-                return attempt()
+                return attempt(min(self.config.timeout_s, left))
             except _Transient as exc:
                 if number == attempts:
                     raise self._fail(f"{exc.message} (gave up after {attempts} attempt(s))", exc.hint) from None
                 delay = min(BACKOFF_BASE_S * 2 ** (number - 1), BACKOFF_MAX_S)
+                if deadline is not None:
+                    delay = max(0.0, min(delay, deadline - time.monotonic()))
                 logger.warning(
                     "%s to %s failed (attempt %d/%d): %s; retrying in %.2fs",
                     what,
@@ -217,14 +231,22 @@ class OpenAIClassifier:
                 time.sleep(delay)
         raise AssertionError("unreachable")  # the loop returns or raises
 
-    def _send(self, client: httpx.Client, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    def _send(
+        self,
+        client: httpx.Client,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        timeout_s: float | None = None,
+    ) -> Any:
         """One HTTP exchange; returns the decoded JSON body or raises ``_Transient`` / ``RemoteLLMError``."""
         request = f"{method} {path}"
+        timeout_s = self.config.timeout_s if timeout_s is None else timeout_s
         try:
-            response = client.request(method, path, json=body)
+            response = client.request(method, path, json=body, timeout=timeout_s)
         except httpx.TimeoutException as exc:
             raise _Transient(
-                f"{request} timed out after {self.config.timeout_s}s ({type(exc).__name__})",
+                f"{request} timed out after {timeout_s:.3g}s ({type(exc).__name__})",
                 "check the server's load and GPU, or raise the LLM timeout",
             ) from None
         except httpx.TransportError as exc:
@@ -254,8 +276,8 @@ class OpenAIClassifier:
                 "check that the endpoint is an OpenAI-compatible server (vLLM), not a proxy or web page",
             ) from None
 
-    def _list_models(self, client: httpx.Client) -> list[str]:
-        data = self._send(client, "GET", "/models")
+    def _list_models(self, client: httpx.Client, timeout_s: float) -> list[str]:
+        data = self._send(client, "GET", "/models", timeout_s=timeout_s)
         try:
             return [str(item["id"]) for item in data["data"]]
         except (KeyError, TypeError) as exc:
@@ -264,7 +286,7 @@ class OpenAIClassifier:
                 "check that the endpoint is an OpenAI-compatible server and ends in /v1",
             ) from None
 
-    def _classify_one(self, text: str) -> list[str]:
+    def _classify_one(self, text: str, deadline: float | None) -> list[str]:
         client, taxonomy = self._client, self.taxonomy
         if client is None or taxonomy is None:
             raise RemoteLLMError(f"the openai LLM backend for {self.config.endpoint} is not loaded; call load() first")
@@ -276,10 +298,10 @@ class OpenAIClassifier:
             "response_format": self._response_format,
         }
 
-        def attempt() -> list[str]:
-            return self._read_answer(self._send(client, "POST", "/chat/completions", body), taxonomy)
+        def attempt(timeout_s: float) -> list[str]:
+            return self._read_answer(self._send(client, "POST", "/chat/completions", body, timeout_s), taxonomy)
 
-        return self._with_retries("POST /chat/completions", attempt)
+        return self._with_retries("POST /chat/completions", attempt, deadline)
 
     def _read_answer(self, data: Any, taxonomy: Taxonomy) -> list[str]:
         try:

@@ -87,6 +87,13 @@ class Taxonomy:
         unknown = sorted({n for k, v in implies.items() for n in (k, *v)} - set(names))
         if unknown:
             raise DataError(f"implies names unknown label(s) {', '.join(unknown)}")
+        group_of = {label.name: label.group for label in labels}
+        into_exclusive = sorted({f"{k} -> {x}" for k, v in implies.items() for x in v if group_of[x] in exclusive})
+        if into_exclusive:
+            raise DataError(
+                f"implies targets label(s) of an exclusive group ({', '.join(into_exclusive)}): an implied label "
+                "could then break that group's at-most-one rule; imply labels of non-exclusive groups only"
+            )
         return cls(name=str(data.get("name", "custom")), labels=labels, exclusive_groups=exclusive, implies=implies)
 
     @classmethod

@@ -34,6 +34,41 @@ class LabelRules:
         implied = {index[k]: tuple(index[x] for x in v) for k, v in (implies or {}).items()}
         return cls(names=tuple(names), exclusive=exclusive, implies=implied)
 
+    def enforce(self, labels: Sequence[str], priority: Sequence[float] | None = None) -> list[str]:
+        """``labels`` made to satisfy the rules, in output order: whatever produced them, the answer is valid.
+
+        Unknown names are dropped; in each exclusive group only the label with the highest ``priority`` stays
+        (ties, or no priority: the first in output order); implied labels are added last. Implications never
+        target an exclusive group (``models.taxonomy`` refuses such a taxonomy), so adding them cannot break
+        exclusivity again.
+        """
+        index = {name: i for i, name in enumerate(self.names)}
+        chosen = {index[name] for name in labels if name in index}
+        for group in self.exclusive:
+            hits = sorted(i for i in group if i in chosen)
+            if len(hits) > 1:
+                best = max(hits, key=lambda i: priority[i]) if priority is not None else hits[0]
+                chosen -= set(hits) - {best}
+        for i in list(chosen):
+            chosen.update(self.implies.get(i, ()))
+        return [self.names[i] for i in sorted(chosen)]
+
+    def violations(self, labels: Sequence[str]) -> list[str]:
+        """What in ``labels`` breaks the rules, as sentences (empty when valid)."""
+        present = set(labels)
+        out = [
+            f"at most one of {', '.join(self.names[i] for i in group)}; found {', '.join(hits)}"
+            for group in self.exclusive
+            if len(hits := [self.names[i] for i in group if self.names[i] in present]) > 1
+        ]
+        out += [
+            f"{self.names[k]} implies {self.names[v]}"
+            for k, targets in self.implies.items()
+            for v in targets
+            if self.names[k] in present and self.names[v] not in present
+        ]
+        return out
+
 
 def label_margins(probs: Sequence[float], thresholds: Sequence[float]) -> list[float]:
     """Normalised distance of each probability from its threshold, in [0, 1] (see module docstring)."""
@@ -53,16 +88,9 @@ def confidence(probs: Sequence[float], thresholds: Sequence[float]) -> float:
 
 
 def decide_labels(probs: Sequence[float], thresholds: Sequence[float], rules: LabelRules) -> list[str]:
-    """Labels over threshold, keeping only the most probable one per exclusive group and adding implied labels."""
-    chosen = {i for i, (p, t) in enumerate(zip(probs, thresholds, strict=True)) if p >= t}
-    for group in rules.exclusive:
-        hits = [i for i in group if i in chosen]
-        if len(hits) > 1:
-            best = max(hits, key=lambda i: probs[i])
-            chosen -= set(hits) - {best}
-    for i in list(chosen):
-        chosen.update(rules.implies.get(i, ()))
-    return [rules.names[i] for i in sorted(chosen)]
+    """Labels over threshold, then the taxonomy's rules (see ``LabelRules.enforce``), ties broken by probability."""
+    chosen = [i for i, (p, t) in enumerate(zip(probs, thresholds, strict=True)) if p >= t]
+    return rules.enforce([rules.names[i] for i in chosen], priority=probs)
 
 
 @dataclass(frozen=True)

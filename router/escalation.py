@@ -1,8 +1,8 @@
 """Escalation policy: when a ticket goes to the LLM tier, how many may go, and how the two answers merge.
 
 Pure policy over numbers and label names: no torch, no HTTP. The service asks ``needs_escalation`` per ticket,
-reserves a slot from an ``EscalationBudget``, and, when the LLM answers, builds the final ``Decision`` with
-``merge_decision``. Every ticket ends with one ``EscalationStatus`` saying what happened.
+reserves a slot from an ``EscalationBudget``, and, when the LLM answers, ``router.pipeline.HybridPipeline.merge``
+builds the final decision with a ``MergePolicy``. Every ticket ends with one ``EscalationStatus`` saying what happened.
 """
 
 from __future__ import annotations
@@ -11,12 +11,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
 from fractions import Fraction
 from typing import Literal, cast, get_args
-
-from router.decision import Decision
 
 Tier = Literal["llm", "encoder", "union"]
 """Which tier's labels a group takes: the LLM's, the encoder's, or both (union)."""
@@ -286,21 +284,3 @@ class MergePolicy:
             if label not in grouped and label not in out and pick(self.default, label):
                 out.append(label)
         return out
-
-
-def merge_decision(
-    encoder: Decision, llm_labels: Sequence[str], policy: MergePolicy, groups: Mapping[str, Sequence[str]]
-) -> Decision:
-    """The final decision for an escalated ticket the LLM answered.
-
-    Labels are merged by ``policy``; scores and confidence stay the encoder's (the LLM gives none);
-    ``decided_by="llm"``, ``escalated=True``, ``escalation="done"``.
-    """
-    return replace(
-        encoder,
-        labels=policy.merge(encoder.labels, llm_labels, groups),
-        scores=dict(encoder.scores),
-        decided_by="llm",
-        escalated=True,
-        escalation=EscalationStatus.DONE.value,
-    )

@@ -72,7 +72,11 @@ def test_target_f1_uses_the_llm_answers(encoder_copy: Path, dataset_dir: Path, t
     Manifest("adapter", "remote", "openai/gpt-oss-20b", load_taxonomy().to_dict(), [], [], 1024).write(adapter)
     with serve(FakeOpenAI()) as url:
         router = calibrate_router(
-            encoder_copy, dataset_dir, RouterTarget(f1=0.01), adapter=adapter, llm_backend="openai", llm_endpoint=url
+            encoder_copy,
+            dataset_dir,
+            RouterTarget(f1=0.01),
+            adapter=adapter,
+            settings=Settings(llm_backend="openai", llm_endpoint=url),
         )
     assert router["chosen"]["reached"] is True
     assert router["chosen"]["f1_micro"] >= 0.01

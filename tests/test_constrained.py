@@ -140,3 +140,28 @@ def test_real_tokenizer_random_walks_parse_to_taxonomy_labels() -> None:
         assert text == format_answer(labels, taxonomy)
         assert parse_answer(text, taxonomy) == labels
         assert len(path) <= g.max_answer_tokens
+
+
+def test_grammar_allows_at_most_one_label_per_exclusive_group() -> None:
+    """alpha/alphabet form one exclusive group: no path may hold both, every other combination stays reachable."""
+    g = AnswerGrammar(LABEL_IDS, NAMES, SEP, NONE, EOS, exclusive=[[0, 1]])
+    answers = {tuple(g.decode_answer(path)) for path in all_paths(g)}
+    assert ("alpha", "alphabet") not in {a[:2] for a in answers}
+    assert not any({"alpha", "alphabet"} <= set(a) for a in answers)
+    assert ("alpha", "beta", "gamma") in answers and ("alphabet", "beta", "gamma") in answers
+    assert len(answers) == 1 + 3 * 4 - 1  # none, plus (no/alpha/alphabet) x subsets of {beta, gamma}, minus empty
+    with pytest.raises(ModelError, match="alpha \\+ alphabet belong to one exclusive group"):
+        g.answer_token_ids(["alpha", "alphabet"])
+
+
+def test_real_taxonomy_grammar_cannot_write_two_urgencies() -> None:
+    taxonomy = load_taxonomy()
+    tokenizer = train_llm_tokenizer(["a ticket"], [*taxonomy.names, SEPARATOR, NONE_ANSWER], vocab_size=300)
+    g = AnswerGrammar.from_tokenizer(tokenizer, taxonomy)
+    urgent = g.answer_token_ids(["urgent"])[:-1]  # without EOS
+    low = g.label_ids[taxonomy.names.index("low_priority")]
+    assert g.decode_answer([*urgent, *g.separator_ids, *low, g.eos_id]) == ["urgent"]
+    billing_urgent = g.answer_token_ids(["billing", "urgent", "free_user"])
+    assert g.decode_answer(billing_urgent) == ["billing", "urgent", "free_user"]
+    with pytest.raises(ModelError, match="exclusive group"):
+        g.answer_token_ids(["urgent", "low_priority"])

@@ -8,14 +8,12 @@ import threading
 
 import pytest
 
-from router.decision import Decision, LabelRules, decide
 from router.escalation import (
     BudgetStats,
     EscalationBudget,
     EscalationMode,
     EscalationStatus,
     MergePolicy,
-    merge_decision,
     needs_escalation,
 )
 
@@ -331,26 +329,3 @@ def test_constructor_and_check_groups_validate() -> None:
     MergePolicy(per_group={"emotion": "encoder"}).check_groups(GROUPS)
     with pytest.raises(ValueError, match="unknown group\\(s\\) emotoin; known groups: topic, urgency, emotion"):
         MergePolicy(per_group={"emotoin": "encoder"}).check_groups(GROUPS)
-
-
-# --- merge_decision ---------------------------------------------------------------------------------------------
-
-
-def test_merge_decision_keeps_encoder_scores_and_marks_the_llm() -> None:
-    names = [n for group in GROUPS.values() for n in group]
-    rules = LabelRules.build(names, GROUPS, exclusive_groups=["urgency"])
-    probs = [0.9, 0.1, 0.1, 0.45, 0.1, 0.1, 0.8]
-    encoder = decide(probs, [0.5] * len(names), rules)
-    assert encoder.labels == ["billing", "aggressive"] and encoder.escalation == "not_needed"
-
-    policy = MergePolicy.parse("default=llm,emotion=encoder")
-    final = merge_decision(encoder, ["delivery", "urgent", "frustrated"], policy, GROUPS)
-    assert final == Decision(
-        labels=["delivery", "urgent", "aggressive"],
-        scores=encoder.scores,
-        confidence=encoder.confidence,
-        decided_by="llm",
-        escalated=True,
-        escalation="done",
-    )
-    assert encoder.labels == ["billing", "aggressive"] and not encoder.escalated  # the input is untouched

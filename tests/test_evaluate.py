@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 
 from app.jobs.evaluate import EvalConfig, hybrid, load_label_map, run_evaluation
-from models.checkpoint import Manifest
+from app.server.settings import Settings
+from models.checkpoint import Manifest, read_manifest
 from models.datasets import multi_hot
 from models.errors import DataError
 from models.scoring import score
 from models.taxonomy import load_taxonomy
-from router.decision import Decision
-from router.escalation import MergePolicy
+from router.pipeline import HybridPipeline
 from tests.fake_openai import FakeOpenAI, serve
 
 
@@ -30,16 +30,24 @@ def test_scores_match_a_hand_computed_case() -> None:
 
 
 def test_hybrid_routes_by_threshold_and_merges() -> None:
-    decisions = [
-        Decision(["billing"], {}, confidence=0.9),
-        Decision(["billing"], {}, confidence=0.1),
-    ]
-    llm = [["urgent"], ["urgent", "billing"]]
     groups = {"topic": ["billing"], "urgency": ["urgent"]}
-    preds, rate = hybrid(decisions, llm, 0.5, MergePolicy(), groups)
+    pipeline = HybridPipeline.build(["billing", "urgent"], groups, [], {}, [0.5, 0.5], escalation_threshold=0.5)
+    probs = np.asarray([[0.99, 0.01], [0.6, 0.1]])  # confidences 0.98 and 0.2
+    llm = [["urgent"], ["urgent", "billing"]]
+    preds, rate = hybrid(pipeline, probs, llm)
     assert preds == [["billing"], ["billing", "urgent"]] and rate == 0.5
-    preds, _ = hybrid(decisions, llm, 0.5, MergePolicy(per_group={"topic": "encoder"}), groups)
+    keep_topic = HybridPipeline.build(["billing", "urgent"], groups, [], {}, [0.5, 0.5], 0.5, "topic=encoder")
+    preds, _ = hybrid(keep_topic, probs, [["urgent"], ["urgent"]])
     assert preds[1] == ["billing", "urgent"]
+
+
+def test_train_encoder_reports_what_evaluate_scores(tmp_path: Path, encoder_dir: Path, dataset_dir: Path) -> None:
+    """One pipeline: the test F1 in the checkpoint's manifest is `triage evaluate`'s encoder F1, to the digit."""
+    manifest = read_manifest(encoder_dir, kind="encoder")
+    config = EvalConfig(dataset_dir, encoder_dir, tmp_path / "r", settings=Settings(device="cpu"), baseline=False)
+    report = run_evaluation(config, progress=False)
+    for key in ("f1_micro", "f1_macro", "exact_match"):
+        assert report["overall"]["encoder"][key] == manifest.metrics["test"][key]
 
 
 def test_label_map_is_checked(tmp_path: Path) -> None:
@@ -60,8 +68,7 @@ def test_evaluate_writes_tables_and_plots(tmp_path: Path, encoder_dir: Path, dat
             encoder=encoder_dir,
             adapter=adapter,
             out=tmp_path / "report",
-            llm_backend="openai",
-            llm_endpoint=url,
+            settings=Settings(llm_backend="openai", llm_endpoint=url),
         )
         report = run_evaluation(config, progress=False)
     assert set(report["overall"]) == {"encoder", "llm", "hybrid", "ngram_baseline"}

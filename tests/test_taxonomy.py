@@ -29,3 +29,10 @@ def test_duplicates_and_unknown_references_are_rejected() -> None:
         Taxonomy.from_dict({"groups": {"g": [{"name": "a"}]}, "implies": {"a": ["zz"]}})
     with pytest.raises(DataError, match="unknown taxonomy"):
         load_taxonomy("no-such-taxonomy")
+
+
+def test_an_implication_into_an_exclusive_group_is_refused() -> None:
+    data = load_taxonomy().to_dict()
+    data["implies"] = {"aggressive": ["frustrated", "urgent"]}
+    with pytest.raises(DataError, match=r"exclusive group \(aggressive -> urgent\)"):
+        Taxonomy.from_dict(data)

@@ -1,9 +1,9 @@
 """``triage evaluate``: encoder alone, LLM alone, the hybrid and an n-gram baseline on one labelled test set.
 
 Prediction and routing go through the code the server runs: ``EncoderClassifier`` for probabilities,
-``router.decision.decide`` for labels and confidence, the ``LLMClassifier`` seam for the LLM's labels, and
-``router.escalation.needs_escalation`` + ``merge_decision`` for the hybrid. Offline there is no traffic, so the
-escalation budget does not apply; the report gives the escalation rate the threshold implies instead.
+``router.pipeline.HybridPipeline`` for labels, confidence, escalation and merging, and the LLM tier built from the
+same ``Settings`` by ``app.server.llm_tier.build_llm``. Offline there is no traffic, so the escalation budget does
+not apply; the report gives the escalation rate the threshold implies instead.
 """
 
 from __future__ import annotations
@@ -20,13 +20,12 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from app.server.service import resolve_threshold
+from app.server.llm_tier import build_llm
+from app.server.settings import Settings
 from models.datasets import Example, multi_hot, read_examples
 from models.errors import DataError
-from models.llm import LLMConfig, Quantization, create_llm
 from models.scoring import Scores, score
-from router.decision import Decision, LabelRules, decide
-from router.escalation import EscalationMode, MergePolicy, merge_decision, needs_escalation
+from router.pipeline import HybridPipeline, LLMAnswers, escalation_rate, resolve_threshold
 
 logger = logging.getLogger(__name__)
 
@@ -43,14 +42,10 @@ class EvalConfig:
     encoder: Path
     out: Path
     adapter: Path | None = None
-    llm_backend: str = "local"
-    llm_endpoint: str = LLMConfig.endpoint
-    quantization: Quantization = "none"
-    threshold: float | None = None
-    merge_policy: str = "default=llm"
+    settings: Settings = field(default_factory=lambda: Settings(llm_backend="local"))
+    """The server's settings object: LLM backend and quantisation, device, escalation threshold, merge policy."""
     label_map: Path | None = None
     baseline: bool = True
-    device: str = "auto"
     llm_batch_size: int = 16
 
 
@@ -100,37 +95,31 @@ def map_examples(examples: Sequence[Example], mapping: dict[str, str] | None) ->
     ]
 
 
+def fixed_answers(answers: Sequence[Sequence[str]]) -> LLMAnswers:
+    """The pipeline's LLM seam over answers computed once for every ticket."""
+    return lambda rows: [answers[i] for i in rows]
+
+
 def hybrid(
-    encoder: Sequence[Decision],
-    llm_labels: Sequence[Sequence[str]],
-    threshold: float,
-    policy: MergePolicy,
-    groups: dict[str, list[str]],
+    pipeline: HybridPipeline, probs: np.ndarray, llm_labels: Sequence[Sequence[str]]
 ) -> tuple[list[list[str]], float]:
-    """The hybrid's labels at ``threshold`` (the server's routing rule) and the escalation rate it implies."""
-    out, escalated = [], 0
-    for decision, llm in zip(encoder, llm_labels, strict=True):
-        if needs_escalation(decision.confidence, threshold, EscalationMode.AUTO):
-            escalated += 1
-            out.append(merge_decision(decision, llm, policy, groups).labels)
-        else:
-            out.append(decision.labels)
-    return out, escalated / max(len(encoder), 1)
+    """The hybrid's labels at the pipeline's threshold (the server's routing rule) and the escalation rate."""
+    decisions = pipeline.run(probs, fixed_answers(llm_labels))
+    return [d.labels for d in decisions], escalation_rate(decisions)
 
 
 def escalation_curve(
-    encoder: Sequence[Decision],
+    pipeline: HybridPipeline,
+    probs: np.ndarray,
     llm_labels: Sequence[Sequence[str]],
     y: np.ndarray,
     labels: list[str],
-    policy: MergePolicy,
-    groups: dict[str, list[str]],
     points: int = 41,
 ) -> list[dict[str, float]]:
     """Hybrid F1 micro and exact match against escalation rate, over thresholds from 0 to 1."""
     curve = []
     for threshold in np.linspace(0.0, 1.0, points):
-        preds, rate = hybrid(encoder, llm_labels, float(threshold), policy, groups)
+        preds, rate = hybrid(pipeline.with_threshold(float(threshold)), probs, llm_labels)
         s = score(y, multi_hot(preds, labels), labels)
         curve.append(
             {
@@ -148,7 +137,8 @@ def run_evaluation(config: EvalConfig, progress: bool = True) -> dict[str, Any]:
     from models.calibration import apply_temperatures, expected_calibration_error, plot_reliability, reliability_curve
     from models.encoder import EncoderClassifier
 
-    encoder = EncoderClassifier.load(config.encoder, device=config.device)
+    settings = config.settings
+    encoder = EncoderClassifier.load(config.encoder, device=settings.device)
     ours = encoder.labels
     mapping = load_label_map(config.label_map, ours)
     test_file = resolve_test_file(config.data)
@@ -156,17 +146,15 @@ def run_evaluation(config: EvalConfig, progress: bool = True) -> dict[str, Any]:
     labels = sorted(set(mapping.values()), key=ours.index) if mapping else list(ours)
     texts = [ex.text for ex in examples]
     y = multi_hot([ex.labels for ex in examples], labels)
-    taxonomy = encoder.taxonomy
-    rules = LabelRules.build(ours, taxonomy.groups, taxonomy.exclusive_groups, taxonomy.implies)
-    policy = MergePolicy.parse(config.merge_policy)
-    threshold, threshold_source = resolve_threshold(config.threshold, encoder.manifest.router_threshold())
+    threshold, threshold_source = resolve_threshold(settings.escalation_threshold, encoder.manifest.router_threshold())
+    pipeline = HybridPipeline.for_taxonomy(encoder.taxonomy, encoder.thresholds, threshold, settings.merge_policy)
 
     start = time.perf_counter()
     logits = encoder.predict_texts(texts, logits=True)
     enc_seconds = time.perf_counter() - start
     raw = apply_temperatures(logits, [1.0] * len(ours))
     probs = apply_temperatures(logits, encoder.manifest.temperatures)
-    decisions = [decide(row.tolist(), encoder.thresholds, rules) for row in probs]
+    decisions = pipeline.decide_batch(probs)
     systems = [System("encoder", [d.labels for d in decisions], enc_seconds, escalation_rate=0.0)]
 
     columns = [ours.index(name) for name in labels]
@@ -185,11 +173,12 @@ def run_evaluation(config: EvalConfig, progress: bool = True) -> dict[str, Any]:
     curve: list[dict[str, float]] = []
     if config.adapter is not None:
         llm_labels, llm_seconds, llm_info = _run_llm(config, texts, progress)
+        llm_labels = [pipeline.llm_labels(answer) for answer in llm_labels]
         systems.append(System("llm", llm_labels, llm_seconds, escalation_rate=1.0, extra=llm_info))
-        preds, rate = hybrid(decisions, llm_labels, threshold, policy, taxonomy.groups)
+        preds, rate = hybrid(pipeline, probs, llm_labels)
         hybrid_seconds = enc_seconds + rate * llm_seconds
         systems.append(System("hybrid", preds, hybrid_seconds, escalation_rate=rate))
-        curve = escalation_curve(decisions, llm_labels, y, labels, policy, taxonomy.groups)
+        curve = escalation_curve(pipeline, probs, llm_labels, y, labels)
     if config.baseline:
         baseline = _run_baseline(test_file, texts, ours)
         if baseline is not None:
@@ -215,16 +204,7 @@ def run_evaluation(config: EvalConfig, progress: bool = True) -> dict[str, Any]:
 
 
 def _run_llm(config: EvalConfig, texts: Sequence[str], progress: bool) -> tuple[list[list[str]], float, dict[str, Any]]:
-    assert config.adapter is not None  # checked by the caller
-    llm = create_llm(
-        config.llm_backend,
-        LLMConfig(
-            adapter_path=config.adapter,
-            quantization=config.quantization,
-            device=config.device,
-            endpoint=config.llm_endpoint,
-        ),
-    )
+    llm = build_llm(config.settings, adapter_path=config.adapter)
     llm.load()
     llm.warmup()
     out: list[list[str]] = []
@@ -291,7 +271,7 @@ def build_report(
         "label_map": str(config.label_map) if config.label_map else None,
         "threshold": threshold,
         "threshold_source": threshold_source,
-        "merge_policy": config.merge_policy,
+        "merge_policy": config.settings.merge_policy,
         "overall": overall,
         "per_language": per_language,
         "per_label": per_label,

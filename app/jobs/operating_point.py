@@ -17,14 +17,14 @@ from typing import Any
 import numpy as np
 
 from app.jobs.evaluate import escalation_curve, hybrid
+from app.server.llm_tier import build_llm
+from app.server.settings import Settings
 from models.calibrate import validation_examples
 from models.checkpoint import read_manifest
 from models.datasets import multi_hot
 from models.errors import DataError
-from models.llm import LLMConfig, create_llm
 from models.scoring import score
-from router.decision import LabelRules, decide
-from router.escalation import MergePolicy
+from router.pipeline import HybridPipeline
 
 logger = logging.getLogger(__name__)
 
@@ -59,20 +59,22 @@ def calibrate_router(
     data: Path,
     target: RouterTarget,
     adapter: Path | None = None,
-    llm_backend: str = "local",
-    merge_policy: str = "default=llm",
-    llm_endpoint: str = LLMConfig.endpoint,
+    settings: Settings | None = None,
 ) -> dict[str, Any]:
-    """Pick the threshold on validation data and store it in the encoder manifest; return what was chosen."""
+    """Pick the threshold on validation data and store it in the encoder manifest; return what was chosen.
+
+    ``settings`` is the server's settings object (LLM backend, quantisation, device, merge policy); default: the
+    local backend with every other setting at its default.
+    """
     from models.encoder import EncoderClassifier
 
-    encoder = EncoderClassifier.load(encoder_dir)
+    settings = settings or Settings(llm_backend="local")
+    encoder = EncoderClassifier.load(encoder_dir, device=settings.device)
     examples = validation_examples(data)
-    taxonomy = encoder.taxonomy
-    rules = LabelRules.build(encoder.labels, taxonomy.groups, taxonomy.exclusive_groups, taxonomy.implies)
+    pipeline = HybridPipeline.for_taxonomy(encoder.taxonomy, encoder.thresholds, merge_policy=settings.merge_policy)
     texts = [ex.text for ex in examples]
     probs = encoder.predict_texts(texts)
-    decisions = [decide(row.tolist(), encoder.thresholds, rules) for row in probs]
+    decisions = pipeline.decide_batch(probs)
     confidences = np.asarray([d.confidence for d in decisions])
     y = multi_hot([ex.labels for ex in examples], encoder.labels)
     chosen: dict[str, Any]
@@ -83,9 +85,8 @@ def calibrate_router(
     else:
         if adapter is None:
             raise DataError("--target-f1 needs the LLM's answers: pass --adapter DIR")
-        llm_labels = _llm_labels(LLMConfig(adapter_path=adapter, endpoint=llm_endpoint), llm_backend, texts)
-        policy = MergePolicy.parse(merge_policy)
-        curve = escalation_curve(decisions, llm_labels, y, encoder.labels, policy, taxonomy.groups, points=101)
+        llm_labels = [pipeline.llm_labels(x) for x in _llm_labels(settings, adapter, texts)]
+        curve = escalation_curve(pipeline, probs, llm_labels, y, encoder.labels, points=101)
         reaching = sorted((p for p in curve if p["f1_micro"] >= (target.f1 or 0.0)), key=lambda p: p["rate"])
         if reaching:
             point = reaching[0]
@@ -95,7 +96,7 @@ def calibrate_router(
         threshold = point["threshold"]
         source = f"calibrate-router --target-f1 {target.f1:g}"
         chosen = {"rate": point["rate"], "reached": bool(reaching)}
-        preds, _ = hybrid(decisions, llm_labels, threshold, policy, taxonomy.groups)
+        preds, _ = hybrid(pipeline.with_threshold(threshold), probs, llm_labels)
         chosen["f1_micro"] = score(y, multi_hot(preds, encoder.labels), encoder.labels).f1_micro
     router = {
         "escalation_threshold": threshold,
@@ -112,8 +113,8 @@ def calibrate_router(
     return router
 
 
-def _llm_labels(config: LLMConfig, backend: str, texts: list[str]) -> list[list[str]]:
-    llm = create_llm(backend, config)
+def _llm_labels(settings: Settings, adapter: Path, texts: list[str]) -> list[list[str]]:
+    llm = build_llm(settings, adapter_path=adapter)
     llm.load()
     try:
         out: list[list[str]] = []

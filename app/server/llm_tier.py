@@ -12,13 +12,39 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from app.server.batcher import BatchPolicy, DynamicBatcher
 from app.server.metrics import Metrics
-from models.llm import LLMClassifier
+from app.server.settings import Settings
+from models.llm import LLMClassifier, LLMConfig, create_llm
 
 logger = logging.getLogger(__name__)
+
+
+def llm_config(settings: Settings, adapter_path: Path | None = None) -> LLMConfig:
+    """The LLM backend's configuration from the one settings object (``adapter_path`` overrides the setting)."""
+    return LLMConfig(
+        adapter_path=settings.llm_adapter_path if adapter_path is None else adapter_path,
+        base_model=settings.llm_base_model,
+        quantization=settings.llm_quantization,
+        device=settings.device,
+        max_new_tokens=settings.llm_max_new_tokens,
+        endpoint=settings.llm_endpoint,
+        api_key=settings.llm_api_key,
+        remote_model=settings.llm_remote_model,
+        timeout_s=settings.llm_timeout_s,
+    )
+
+
+def build_llm(settings: Settings, adapter_path: Path | None = None) -> LLMClassifier:
+    """The one way every command (serve, evaluate, calibrate-router) builds the LLM tier: same backend, same
+    quantisation, same limits. Not loaded yet: call ``load()`` (off the event loop)."""
+    if settings.llm_backend == "none":
+        raise ValueError("no LLM tier is configured (llm_backend none)")
+    return create_llm(settings.llm_backend, llm_config(settings, adapter_path))
 
 
 class LazyLLM:
@@ -42,7 +68,7 @@ class LazyLLM:
         self.loads = 0
         self.load_seconds: float | None = None
         self.llm: LLMClassifier | None = None
-        self.batcher: DynamicBatcher[str, list[str]] | None = None
+        self.batcher: DynamicBatcher[Escalation, list[str]] | None = None
         self._load_task: asyncio.Task[None] | None = None
         self._failed_at = 0.0
         self._last_used = time.monotonic()
@@ -75,8 +101,8 @@ class LazyLLM:
             self.state, self.error, self._failed_at = "failed", f"{type(exc).__name__}: {exc}", time.monotonic()
             logger.error("LLM tier failed to load: %s", self.error)
             return
-        batcher: DynamicBatcher[str, list[str]] = DynamicBatcher(
-            llm.classify_batch, self._policy, cost=_cost, observer=self._metrics.observer("llm"), name="llm"
+        batcher: DynamicBatcher[Escalation, list[str]] = DynamicBatcher(
+            _deadline_aware(llm), self._policy, cost=_cost, observer=self._metrics.observer("llm"), name="llm"
         )
         await batcher.start()
         self.llm, self.batcher = llm, batcher
@@ -98,13 +124,18 @@ class LazyLLM:
                 return False
         return self.state == "loaded"
 
-    async def classify(self, texts: Sequence[str], timeout: float) -> list[list[str]]:
-        """Labels per text through the LLM batcher (raises the batcher's and the model's errors)."""
+    async def classify(self, texts: Sequence[str], deadline: float) -> list[list[str]]:
+        """Labels per text through the LLM batcher by ``deadline`` (``time.monotonic()``), or the batcher's errors.
+
+        The deadline travels with each ticket to the backend, which stops (generation, remote retries) once the
+        latest deadline of its batch has passed; tickets still queued at their deadline are dropped unanswered.
+        """
         if self.batcher is None:
             raise RuntimeError("LLM tier is not loaded")
         self._last_used = time.monotonic()
         try:
-            return await self.batcher.submit(list(texts), timeout)
+            items = [Escalation(text, deadline) for text in texts]
+            return await self.batcher.submit(items, max(0.0, deadline - time.monotonic()))
         finally:
             self._last_used = time.monotonic()
 
@@ -146,6 +177,23 @@ class LazyLLM:
         }
 
 
-def _cost(text: str) -> int:
+@dataclass(frozen=True)
+class Escalation:
+    """One ticket queued for the LLM and the ``time.monotonic()`` by which its caller needs the answer."""
+
+    text: str
+    deadline: float
+
+
+def _deadline_aware(llm: LLMClassifier) -> Callable[[list[Escalation]], list[list[str]]]:
+    """The batcher's predict function: one backend call for the batch, bounded by its latest deadline."""
+
+    def predict(batch: list[Escalation]) -> list[list[str]]:
+        return llm.classify_batch([e.text for e in batch], deadline=max(e.deadline for e in batch))
+
+    return predict
+
+
+def _cost(item: Escalation) -> int:
     """Rough token count for the LLM batcher's padded-token budget (about 4 characters per token)."""
-    return len(text) // 4 + 1
+    return len(item.text) // 4 + 1

@@ -20,12 +20,11 @@ from fastapi.responses import JSONResponse, Response
 
 from app.server import errors
 from app.server.errors import install_error_handlers
-from app.server.llm_tier import LazyLLM
+from app.server.llm_tier import LazyLLM, build_llm
 from app.server.metrics import Metrics
 from app.server.schemas import ClassifyRequest, ClassifyResponse, ErrorResponse, TicketResult, check_limits
 from app.server.service import ClassificationService, TicketInput, llm_batch_policy
 from app.server.settings import Settings
-from models.llm import LLMConfig, create_llm
 from router.escalation import EscalationMode
 
 logger = logging.getLogger(__name__)
@@ -75,9 +74,8 @@ def _load_service(settings: Settings, metrics: Metrics) -> ClassificationService
     metrics.model_info.labels("encoder", encoder.version, encoder.manifest.base_model, health["device"]).set(1)
     llm = None
     if settings.llm_backend != "none":
-        config = llm_config(settings)
         llm = LazyLLM(
-            lambda: create_llm(settings.llm_backend, config),
+            lambda: build_llm(settings),
             llm_batch_policy(settings),
             metrics,
             idle_unload_s=settings.llm_idle_unload_s,
@@ -89,26 +87,6 @@ def _load_service(settings: Settings, metrics: Metrics) -> ClassificationService
         llm,
         router_threshold=encoder.manifest.router_threshold(),
         batch_overhead=overhead,
-    )
-
-
-def llm_config(settings: Settings) -> LLMConfig:
-    """The LLM backend's configuration; ``auto`` quantisation is NF4 on CUDA and none on the CPU."""
-    from models.device import resolve_device
-
-    quantization = settings.llm_quantization
-    if quantization == "auto":
-        quantization = "nf4" if resolve_device(settings.device).type == "cuda" else "none"
-    return LLMConfig(
-        adapter_path=settings.llm_adapter_path,
-        base_model=settings.llm_base_model,
-        quantization=quantization,
-        device=settings.device,
-        max_new_tokens=settings.llm_max_new_tokens,
-        endpoint=settings.llm_endpoint,
-        api_key=settings.llm_api_key,
-        remote_model=settings.llm_remote_model,
-        timeout_s=settings.llm_timeout_s,
     )
 
 

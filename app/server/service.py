@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -24,15 +25,9 @@ from app.server.settings import Settings
 from models.errors import ModelError
 from models.language import LanguageDetector
 from models.taxonomy import Taxonomy
-from router.decision import Decision, LabelRules, decide
-from router.escalation import (
-    EscalationBudget,
-    EscalationMode,
-    EscalationStatus,
-    MergePolicy,
-    merge_decision,
-    needs_escalation,
-)
+from router.decision import Decision
+from router.escalation import EscalationBudget, EscalationMode, EscalationStatus
+from router.pipeline import HybridPipeline, resolve_threshold
 
 logger = logging.getLogger(__name__)
 
@@ -81,19 +76,6 @@ def batch_policy(settings: Settings, batch_overhead: float) -> BatchPolicy:
     )
 
 
-DEFAULT_ESCALATION_THRESHOLD = 0.25
-
-
-def resolve_threshold(configured: float | None, calibrated: tuple[float | None, str]) -> tuple[float, str]:
-    """The escalation threshold and where it came from: the setting, else the manifest's, else the default."""
-    if configured is not None:
-        return configured, "configured (TRIAGE_ESCALATION_THRESHOLD or --threshold)"
-    value, source = calibrated
-    if value is not None:
-        return value, f"encoder manifest ({source})"
-    return DEFAULT_ESCALATION_THRESHOLD, "default (run `triage calibrate-router` to choose it from data)"
-
-
 def llm_batch_policy(settings: Settings) -> BatchPolicy:
     """Smaller batches and a longer wait than the encoder's: generation is slow and escalations are sparse.
 
@@ -124,12 +106,10 @@ class ClassificationService:
         self.settings = settings
         self.metrics = metrics
         self.llm = llm
-        taxonomy = encoder.taxonomy
-        self.groups = taxonomy.groups
-        self.rules = LabelRules.build(encoder.labels, taxonomy.groups, taxonomy.exclusive_groups, taxonomy.implies)
-        self.threshold, self.threshold_source = resolve_threshold(settings.escalation_threshold, router_threshold)
-        self.merge_policy = MergePolicy.parse(settings.merge_policy)
-        self.merge_policy.check_groups(self.groups)
+        threshold, self.threshold_source = resolve_threshold(settings.escalation_threshold, router_threshold)
+        self.pipeline = HybridPipeline.for_taxonomy(
+            encoder.taxonomy, encoder.thresholds, threshold, settings.merge_policy
+        )
         self.budget = EscalationBudget(
             settings.escalation_max_fraction, settings.escalation_max_in_flight, settings.escalation_window_s
         )
@@ -155,18 +135,26 @@ class ClassificationService:
             await self.llm.stop()
         await self.batcher.stop()
 
+    @property
+    def threshold(self) -> float:
+        """The escalation threshold in force."""
+        return self.pipeline.escalation_threshold
+
     async def classify(
         self, tickets: Sequence[TicketInput], mode: EscalationMode = EscalationMode.AUTO
     ) -> list[TicketOutcome]:
         """Classify tickets in order; raise ``app.server.errors.TriageError`` subclasses on overload or failure.
 
-        The encoder answers every ticket; those that need it (``mode``, confidence, budget) then go to the LLM
-        tier, whose failures never fail the request: the encoder's answer stands, with a status saying why.
+        One deadline (``request_timeout_s``) covers the whole request: the encoder's queue and forward pass, the
+        wait for an LLM load and the LLM's answer. The encoder answers every ticket; those that need it (``mode``,
+        confidence, budget) then go to the LLM tier, whose failures never fail the request: the encoder's answer
+        stands, with a status saying why (``timeout`` when the deadline ran out first).
         """
+        deadline = time.monotonic() + self.settings.request_timeout_s
         texts = [t.text for t in tickets]
         ids = self.encoder.encode(texts) if len(texts) <= 8 else await asyncio.to_thread(self.encoder.encode, texts)
         try:
-            rows = await self.batcher.submit(ids, timeout=self.settings.request_timeout_s)
+            rows = await self.batcher.submit(ids, timeout=max(0.0, deadline - time.monotonic()))
         except QueueFull as exc:
             raise errors.Overloaded(
                 f"the encoder queue is full ({exc.depth} of {exc.capacity} tickets); retry after {exc.retry_after:g}s",
@@ -178,8 +166,8 @@ class ClassificationService:
             raise errors.Unavailable(str(exc)) from exc
         except ModelError as exc:
             raise errors.Unavailable(f"the encoder failed on this batch: {exc}") from exc
-        decisions = [decide(row.tolist(), self.encoder.thresholds, self.rules) for row in rows]
-        decisions = await self._escalate(texts, decisions, mode)
+        decisions = self.pipeline.decide_batch(rows)
+        decisions = await self._escalate(texts, decisions, mode, deadline)
         outcomes = []
         for ticket, decision in zip(tickets, decisions, strict=True):
             language = ticket.language or self.detector.detect(ticket.text)
@@ -189,10 +177,12 @@ class ClassificationService:
                 self.metrics.label_predictions.labels(label).inc()
         return outcomes
 
-    async def _escalate(self, texts: list[str], decisions: list[Decision], mode: EscalationMode) -> list[Decision]:
-        """Send the tickets that need it to the LLM within budget; merge or annotate every decision."""
+    async def _escalate(
+        self, texts: list[str], decisions: list[Decision], mode: EscalationMode, deadline: float
+    ) -> list[Decision]:
+        """Send the tickets that need it to the LLM within budget and deadline; merge or annotate every decision."""
         self.budget.record(len(texts))
-        wanted = [i for i, d in enumerate(decisions) if needs_escalation(d.confidence, self.threshold, mode)]
+        wanted = [i for i, d in enumerate(decisions) if self.pipeline.wants_llm(d, mode)]
         if not wanted:
             return decisions
         out = list(decisions)
@@ -204,9 +194,14 @@ class ClassificationService:
         if not granted:
             return out
         try:
-            if not await self.llm.ensure_loaded(self.settings.llm_load_wait_s):
-                return self._settle(out, granted, EscalationStatus.UNAVAILABLE)
-            answers = await self.llm.classify([texts[i] for i in granted], timeout=self.settings.llm_timeout_s)
+            load_wait = min(self.settings.llm_load_wait_s, deadline - time.monotonic())
+            if not await self.llm.ensure_loaded(max(0.0, load_wait)):
+                late = self.llm.state == "loading" and load_wait < self.settings.llm_load_wait_s
+                return self._settle(out, granted, EscalationStatus.TIMEOUT if late else EscalationStatus.UNAVAILABLE)
+            answer_deadline = min(deadline, time.monotonic() + self.settings.llm_timeout_s)
+            if answer_deadline <= time.monotonic():
+                return self._settle(out, granted, EscalationStatus.TIMEOUT)
+            answers = await self.llm.classify([texts[i] for i in granted], deadline=answer_deadline)
         except BatchDeadline:
             return self._settle(out, granted, EscalationStatus.TIMEOUT, escalated=True)
         except (QueueFull, BatcherClosed):
@@ -217,9 +212,8 @@ class ClassificationService:
         finally:
             for _ in granted:
                 self.budget.release()
-        allowed = set(self.encoder.labels)
         for i, labels in zip(granted, answers, strict=True):
-            out[i] = merge_decision(out[i], [x for x in labels if x in allowed], self.merge_policy, self.groups)
+            out[i] = self.pipeline.merge(out[i], labels)
         self.metrics.escalations.labels(EscalationStatus.DONE.value).inc(len(granted))
         return out
 
@@ -228,7 +222,7 @@ class ClassificationService:
     ) -> list[Decision]:
         """Keep the encoder's answer for ``indices``, recording why the LLM did not decide."""
         for i in indices:
-            decisions[i] = replace(decisions[i], escalation=status.value, escalated=escalated)
+            decisions[i] = self.pipeline.settle(decisions[i], status, escalated)
         if indices:
             self.metrics.escalations.labels(status.value).inc(len(indices))
         return decisions
