@@ -1,30 +1,43 @@
-"""Tests for the synthetic EuroChef+ ticket generator."""
+"""Tests for the synthetic EuroChef+ ticket generator and its phrase files."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
+import subprocess
+import sys
 from collections import Counter
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from models.datasets import load_dataset
 from models.errors import DataError
 from models.generate import (
-    CUE_TEMPLATES,
-    FILLERS,
     GENERATOR_VERSION,
+    LABELS,
+    LANGUAGE_SCHEMA,
     LANGUAGE_WEIGHTS,
+    SHARED_FILE,
+    SHARED_SCHEMA,
     TOPICS,
     _fill,
     _pool,
     _template_ids,
     generate_splits,
+    load_phrases,
+    phrase_book,
     write_generated_dataset,
 )
 from models.taxonomy import Taxonomy, load_taxonomy
 
 TAXONOMY = load_taxonomy("eurochef")
+PHRASE_DIR = resources.files("models.phrases")
+PHRASE_FILES = sorted([SHARED_FILE, *(f"{lang}.json" for lang in LANGUAGE_WEIGHTS)])
 
 
 @pytest.fixture(scope="module")
@@ -148,23 +161,23 @@ def test_heldout_uses_no_template_seen_in_train(splits) -> None:
         assert cue_labels == set(ex.labels) or cue_labels == set(ex.labels) - {"frustrated"}
 
 
-def test_pools_are_large_and_split(splits) -> None:
-    for lang, pools in CUE_TEMPLATES.items():
-        assert set(pools) == set(TAXONOMY.names), lang
-        for label, templates in pools.items():
+def test_pools_are_large_and_split() -> None:
+    for lang, phrases in phrase_book().items():
+        assert set(phrases.cues) == set(TAXONOMY.names), lang
+        for label, templates in phrases.cues.items():
             assert len(templates) >= (12 if label in TOPICS else 8), (lang, label)
             assert len(set(templates)) == len(templates), (lang, label)
-            seen, held = _pool(lang, label, False), _pool(lang, label, True)
+            seen, held = _pool(phrases, label, False), _pool(phrases, label, True)
             assert held and len(seen) > len(held)
             assert {t for _, t in seen}.isdisjoint(t for _, t in held)
 
 
 def test_every_template_fills() -> None:
     rng = random.Random(0)
-    for lang, pools in CUE_TEMPLATES.items():
-        for templates in [*pools.values(), FILLERS[lang]]:
+    for lang, phrases in phrase_book().items():
+        for templates in [*phrases.cues.values(), phrases.fillers]:
             for template in templates:
-                text = _fill(template, lang, rng)
+                text = _fill(template, phrases, rng)
                 assert "{" not in text and "}" not in text, (lang, template)
 
 
@@ -194,3 +207,202 @@ def test_write_generated_dataset_round_trips(tmp_path) -> None:
 def test_generates_4000_tickets() -> None:
     out = generate_splits(4000, seed=0)
     assert sum(len(v) for v in out.values()) == 4600
+
+
+def _digest(splits: dict) -> str:
+    digest = hashlib.sha256()
+    for name, examples in splits.items():
+        for ex in examples:
+            row = [name, ex.id, ex.text, list(ex.labels), ex.language]
+            digest.update(json.dumps(row, ensure_ascii=False).encode() + b"\n")
+    return digest.hexdigest()
+
+
+def test_output_for_a_seed_is_pinned() -> None:
+    # Taken from the generator before its phrase pools moved to models/phrases/: the move changed no byte.
+    pinned = "58c40a0708361447928655651c153ecb4c1c7c1a96d8e8a90c9a61a354cf00f9"
+    assert _digest(generate_splits(300, seed=5)) == pinned, (
+        "seed 5 no longer gives the same tickets: if the phrase files or the generator changed on purpose, "
+        "bump GENERATOR_VERSION and update this digest"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Phrase files: every bundled file loads against the schema; a broken one is named with its key.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_every_phrase_file_loads_against_the_schema() -> None:
+    assert sorted(f.name for f in PHRASE_DIR.iterdir() if f.name.endswith(".json")) == PHRASE_FILES
+    shared = json.loads(PHRASE_DIR.joinpath(SHARED_FILE).read_text(encoding="utf-8"))
+    assert list(shared) == list(SHARED_SCHEMA)
+    book = load_phrases()
+    assert list(book) == list(LANGUAGE_WEIGHTS)
+    for lang, phrases in book.items():
+        data = json.loads(PHRASE_DIR.joinpath(f"{lang}.json").read_text(encoding="utf-8"))
+        assert list(data) == list(LANGUAGE_SCHEMA), lang
+        assert phrases.language == lang
+        assert list(phrases.cues) == list(LABELS) and set(LABELS) <= set(TAXONOMY.names)
+        assert phrases.cues == {label: tuple(pool) for label, pool in data["cues"].items()}
+        assert set(shared["vocab"]) | set(data["vocab"]) == set(phrases.vocab)
+        assert len(phrases.months) == 12
+
+
+def test_phrase_files_keep_their_diffable_layout() -> None:
+    for name in PHRASE_FILES:
+        text = PHRASE_DIR.joinpath(name).read_text(encoding="utf-8")
+        canonical = json.dumps(json.loads(text), indent=2, ensure_ascii=False) + "\n"
+        assert text == canonical, f"{name}: rewrite it with json.dumps(data, indent=2, ensure_ascii=False)"
+
+
+def test_phrase_book_is_read_on_first_use_not_at_import() -> None:
+    script = """
+import sys
+opened = []
+sys.addaudithook(lambda event, args: opened.append(str(args[0])) if event == "open" else None)
+import models.generate as generate
+at_import = [p for p in opened if p.endswith(".json") and "phrases" in p]
+generate.generate_splits(20, seed=0)
+generate.generate_splits(20, seed=1)
+print(len(at_import), sorted(p.rsplit("/", 1)[-1] for p in opened if p.endswith(".json") and "phrases" in p))
+"""
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, check=True)
+    assert out.stdout.split(" ", 1) == ["0", f"{PHRASE_FILES}\n"]
+    assert phrase_book() is phrase_book()
+
+
+def _copy_phrases(tmp_path: Path) -> Path:
+    for name in PHRASE_FILES:
+        (tmp_path / name).write_text(PHRASE_DIR.joinpath(name).read_text(encoding="utf-8"), encoding="utf-8")
+    return tmp_path
+
+
+def _edit(folder: Path, name: str, change: Callable[[dict[str, Any]], object]) -> None:
+    path = folder / name
+    data = json.loads(path.read_text(encoding="utf-8"))
+    change(data)
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+BROKEN: dict[str, tuple[str, Callable[[dict[str, Any]], object], str]] = {
+    "missing label": (
+        "fr.json",
+        lambda d: d["cues"].pop("billing"),
+        r"fr\.json: cues: expected a pool for each of technical_issue, billing, .*; missing: billing$",
+    ),
+    "unknown slot": (
+        "fr.json",
+        lambda d: d["cues"]["billing"].__setitem__(0, "On m'a débité {montant} deux fois."),
+        r"fr\.json: cues\.billing\[0\]: expected slots from amount, chef, .*; found unknown slot \{montant\} in "
+        r"\"On m'a débité \{montant\} deux fois\.\"$",
+    ),
+    "slot of another language": (
+        "de.json",
+        lambda d: d["cues"]["content_request"].append("Mehr {cuisine} Rezepte bitte."),
+        r"de\.json: cues\.content_request\[18\]: .*found unknown slot \{cuisine\}",
+    ),
+    "slot in a fillers template": (
+        "nl.json",
+        lambda d: d["fillers"].append("Mijn klantnummer is {klantnummer}."),
+        r"nl\.json: fillers\[12\]: .*found unknown slot \{klantnummer\}",
+    ),
+    "too few templates": (
+        "nl.json",
+        lambda d: d["cues"].__setitem__("urgent", d["cues"]["urgent"][:3]),
+        r"nl\.json: cues\.urgent: expected at least 8 entries, found 3$",
+    ),
+    "too few topic templates": (
+        "en.json",
+        lambda d: d["cues"].__setitem__("billing", d["cues"]["billing"][:11]),
+        r"en\.json: cues\.billing: expected at least 12 entries, found 11$",
+    ),
+    "unknown label": (
+        "en.json",
+        lambda d: d["cues"].__setitem__("billling", ["charged twice"]),
+        r"en\.json: cues: expected only the pools technical_issue, .*; unexpected: billling$",
+    ),
+    "duplicate template": (
+        "en.json",
+        lambda d: d["cues"]["urgent"].append(d["cues"]["urgent"][0]),
+        r"en\.json: cues\.urgent: expected distinct templates, found 'Please fix this as soon as possible\.' more",
+    ),
+    "wrong type": (
+        "de.json",
+        lambda d: d.__setitem__("greetings", "Hallo,"),
+        r"de\.json: greetings: expected a list of strings, found a string$",
+    ),
+    "empty string": (
+        "de.json",
+        lambda d: d["signoffs"].append(""),
+        r"de\.json: signoffs\[8\]: expected a non-empty string, found a string ''$",
+    ),
+    "missing key": (
+        "en.json",
+        lambda d: d.pop("fillers"),
+        r"en\.json: expected keys cues, fillers, .*; missing: fillers$",
+    ),
+    "misspelt key": (
+        "en.json",
+        lambda d: d.__setitem__("greeting", d.pop("greetings")),
+        r"en\.json: expected keys .*; missing: greetings; unexpected: greeting$",
+    ),
+    "slot in plain text": (
+        "en.json",
+        lambda d: d["greetings"].append("Hi {name},"),
+        r"en\.json: greetings\[10\]: expected plain text .*, found the slot \{name\} in 'Hi \{name\},'$",
+    ),
+    "eleven months": (
+        "fr.json",
+        lambda d: d["months"].pop(),
+        r"fr\.json: months: expected exactly 12 entries, found 11$",
+    ),
+    "unknown date field": (
+        "de.json",
+        lambda d: d["date_formats"].__setitem__(0, "{tag}. {month_name}"),
+        r"de\.json: date_formats\[0\]: expected fields from \{day\}, \{month\}, \{month_name\}; found \{tag\}",
+    ),
+    "money format without the amount": (
+        "nl.json",
+        lambda d: d["money_formats"].append("EUR"),
+        r"nl\.json: money_formats\[4\]: expected a pattern that uses \{value\}, found 'EUR'$",
+    ),
+    "shared vocab without usernames": (
+        SHARED_FILE,
+        lambda d: d["vocab"].pop("username"),
+        r"shared\.json: vocab: expected a pool for each of username, domain; missing: username$",
+    ),
+    "vocab named like a generated slot": (
+        SHARED_FILE,
+        lambda d: d["vocab"].__setitem__("amount", ["a lot"]),
+        r"shared\.json: vocab\.amount: expected a name other than the generated slots \(amount, .*\), found 'amount'$",
+    ),
+    "emoji for an unknown mood": (
+        SHARED_FILE,
+        lambda d: d["emoji"].__setitem__("happy", ["🙂"]),
+        r"shared\.json: emoji: expected only the pools aggressive, .*, none; unexpected: happy$",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_broken_phrase_file_names_file_key_and_expectation(tmp_path: Path, case: str) -> None:
+    name, change, message = BROKEN[case]
+    folder = _copy_phrases(tmp_path)
+    _edit(folder, name, change)
+    with pytest.raises(DataError, match=message):
+        load_phrases(folder)
+
+
+def test_phrase_file_that_is_not_json_or_missing_is_named(tmp_path: Path) -> None:
+    folder = _copy_phrases(tmp_path)
+    (folder / "fr.json").write_text('{"cues": {', encoding="utf-8")
+    with pytest.raises(DataError, match=r"fr\.json: not valid UTF-8 JSON: Expecting .*line 1 column 11"):
+        load_phrases(folder)
+    (folder / "fr.json").unlink()
+    with pytest.raises(DataError, match=r"fr\.json: file not found; the generator needs shared\.json and one"):
+        load_phrases(folder)
+
+
+def test_copied_phrase_files_load_like_the_bundled_ones(tmp_path: Path) -> None:
+    assert load_phrases(_copy_phrases(tmp_path)) == dict(phrase_book())
