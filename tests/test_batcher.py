@@ -2,6 +2,7 @@
 
 import asyncio
 import itertools
+import logging
 import random
 import threading
 import time
@@ -9,8 +10,10 @@ from collections.abc import Sequence
 
 import pytest
 
+from app.server import batcher as batcher_module
 from app.server.batcher import (
     BatcherClosed,
+    BatcherFailed,
     BatchPolicy,
     DeadlineExceeded,
     DynamicBatcher,
@@ -28,8 +31,10 @@ class Recorder:
         self.fail_on = fail_on
         self.release = threading.Event()
         self.release.set()
+        self.entered = threading.Event()  # set once a predict call has started
 
     def __call__(self, items: list[int]) -> list[int]:
+        self.entered.set()
         self.release.wait(5)
         self.batches.append(list(items))
         if self.delay:
@@ -234,3 +239,214 @@ def test_submit_before_start_and_after_stop_is_refused() -> None:
 def test_invalid_policy_is_rejected() -> None:
     with pytest.raises(ValueError, match="positive"):
         BatchPolicy(max_batch_size=0)
+
+
+async def wait_entered(predict: Recorder) -> None:
+    """Until the worker thread is inside ``predict`` (held there while ``predict.release`` is clear)."""
+    assert await asyncio.to_thread(predict.entered.wait, 5), "predict was never called"
+
+
+def failing_planner(monkeypatch: pytest.MonkeyPatch, poison: int | None = None) -> None:
+    """Plant a bug in planning: it raises for batches holding an item of cost ``poison`` (every batch if None)."""
+    plan = batcher_module.plan_batches
+
+    def buggy(costs: Sequence[int], policy: BatchPolicy) -> list[list[int]]:
+        if poison is None or poison in costs:
+            raise RuntimeError("planner bug")
+        return plan(costs, policy)
+
+    monkeypatch.setattr(batcher_module, "plan_batches", buggy)
+
+
+def test_stop_answers_queued_callers_at_once_and_lets_the_running_batch_deliver() -> None:
+    predict = Recorder()
+    predict.release.clear()  # hold the worker inside the first batch
+
+    async def main() -> None:
+        batcher = DynamicBatcher(predict, BatchPolicy(max_batch_size=2, max_wait_s=0))
+        await batcher.start()
+        assert batcher.healthy
+        running = asyncio.create_task(batcher.submit([1, 2], timeout=5))
+        await wait_entered(predict)
+        queued = [asyncio.create_task(batcher.submit([v], timeout=5)) for v in (3, 4)]
+        await asyncio.sleep(0.05)
+        assert batcher.depth == 4
+        stopping = asyncio.create_task(batcher.stop(drain_timeout=0))
+        answers = await asyncio.gather(*queued, return_exceptions=True)
+        assert all(isinstance(a, BatcherClosed) for a in answers), answers
+        assert not running.done()  # still inside predict, not cancelled
+        assert not batcher.healthy
+        with pytest.raises(BatcherClosed, match="shutting down"):
+            await batcher.submit([5], timeout=5)
+        predict.release.set()
+        assert await running == [2, 4]
+        await stopping
+        assert not batcher.running and batcher.depth == 0
+
+    asyncio.run(main())
+    assert predict.batches == [[1, 2]]
+
+
+def test_stop_drains_the_queue_before_closing() -> None:
+    predict, observer = Recorder(), Observer()
+    predict.release.clear()
+
+    async def main() -> list[list[int]]:
+        batcher = DynamicBatcher(predict, BatchPolicy(max_batch_size=1, max_wait_s=0), observer=observer)
+        await batcher.start()
+        callers = [asyncio.create_task(batcher.submit([v], timeout=10)) for v in (1, 2, 3)]
+        await wait_entered(predict)
+        stopping = asyncio.create_task(batcher.stop(drain_timeout=10))
+        await asyncio.sleep(0.05)
+        with pytest.raises(BatcherClosed):  # refused at once, while the queue drains
+            await batcher.submit([4], timeout=10)
+        predict.release.set()
+        results = await asyncio.gather(*callers)
+        await stopping
+        return results
+
+    assert asyncio.run(main()) == [[2], [4], [6]]
+    assert predict.batches == [[1], [2], [3]]
+    assert observer.sizes == [1, 1, 1] and observer.depths[-1] == 0
+
+
+def test_a_crash_in_the_worker_loop_fails_its_items_is_logged_and_the_loop_restarts(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    failing_planner(monkeypatch, poison=666)
+    predict = Recorder()
+
+    async def main() -> None:
+        batcher = DynamicBatcher(predict, BatchPolicy(max_batch_size=4, max_wait_s=0), cost=lambda v: v)
+        await batcher.start()
+        with pytest.raises(RuntimeError, match="planner bug"):
+            await batcher.submit([666], timeout=5)
+        assert batcher.restarts == 1 and batcher.healthy and batcher.depth == 0
+        assert await batcher.submit([7, 8], timeout=5) == [14, 16]  # the restarted loop serves
+        await batcher.stop()
+
+    with caplog.at_level(logging.ERROR, logger="app.server.batcher"):
+        asyncio.run(main())
+    crashes = [r for r in caplog.records if "worker loop crashed" in r.getMessage()]
+    assert len(crashes) == 1 and crashes[0].exc_info is not None
+    assert predict.batches == [[7, 8]]
+
+
+def test_an_observer_that_raises_loses_no_results_and_does_not_stop_the_worker(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Broken(Observer):
+        def batch_done(self, size: int, padded_tokens: int, waits: Sequence[float], seconds: float) -> None:
+            raise ValueError("metrics bug")
+
+        def queue_depth(self, depth: int) -> None:
+            raise ValueError("metrics bug")
+
+    async def main() -> list[list[int]]:
+        batcher = DynamicBatcher(Recorder(), BatchPolicy(max_batch_size=1, max_wait_s=0), observer=Broken())
+        await batcher.start()
+        results = [await batcher.submit([v], timeout=5) for v in (1, 2, 3)]
+        assert batcher.healthy and batcher.restarts == 0  # ignored, not a crash
+        await batcher.stop()
+        return results
+
+    with caplog.at_level(logging.ERROR, logger="app.server.batcher"):
+        assert asyncio.run(main()) == [[2], [4], [6]]
+    logged = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(logged) == 1 and "observer" in logged[0].getMessage()  # once, not once per batch
+
+
+def test_repeated_crashes_mark_the_batcher_unhealthy_and_fail_queued_callers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    failing_planner(monkeypatch)
+    predict = Recorder()
+
+    async def main() -> None:
+        policy = BatchPolicy(max_batch_size=1, sort_window=1, max_wait_s=0)  # each crash takes one caller's item
+        batcher = DynamicBatcher(predict, policy, max_restarts=2, restart_window_s=3600)
+        await batcher.start()
+        answers = await asyncio.gather(*(batcher.submit([v], timeout=5) for v in range(4)), return_exceptions=True)
+        assert [type(a) for a in answers] == [RuntimeError, RuntimeError, RuntimeError, BatcherFailed]
+        assert batcher.restarts == 2 and not batcher.healthy and batcher.depth == 0
+        with pytest.raises(BatcherClosed, match="crashed 3 times"):  # BatcherFailed is a BatcherClosed (a 503)
+            await batcher.submit([9], timeout=5)
+        await batcher.stop()
+        assert not batcher.running
+
+    asyncio.run(main())
+    assert predict.batches == []
+
+
+def test_unbatched_overload_raises_queue_full_instead_of_growing_a_backlog() -> None:
+    predict = Recorder()
+    predict.release.clear()
+
+    async def main() -> None:
+        batcher = DynamicBatcher(predict, BatchPolicy(batching=False, max_queue=2))
+        await batcher.start()
+        with pytest.raises(DeadlineExceeded):  # taken at once, then held in predict past its deadline
+            await batcher.submit([1], timeout=0.05)
+        await wait_entered(predict)
+        with pytest.raises(DeadlineExceeded):  # queued behind it, and dropped
+            await batcher.submit([2], timeout=0.05)
+        assert batcher.depth == 1  # the running call still occupies the worker
+        accepted = asyncio.create_task(batcher.submit([3], timeout=5))
+        await asyncio.sleep(0.05)
+        assert batcher.depth == 2
+        with pytest.raises(QueueFull) as info:
+            await batcher.submit([4], timeout=5)
+        assert (info.value.depth, info.value.capacity) == (2, 2) and info.value.retry_after >= 1
+        predict.release.set()
+        assert await accepted == [6]
+        assert batcher.depth == 0
+        await batcher.stop()
+
+    asyncio.run(main())
+    assert predict.batches == [[1], [3]]
+
+
+def test_an_unbatched_caller_that_times_out_leaves_no_work_queued() -> None:
+    predict, observer = Recorder(), Observer()
+    predict.release.clear()
+
+    async def main() -> None:
+        batcher = DynamicBatcher(predict, BatchPolicy(batching=False), observer=observer)
+        await batcher.start()
+        first = asyncio.create_task(batcher.submit([1, 2], timeout=5))
+        await wait_entered(predict)
+        with pytest.raises(DeadlineExceeded, match="1 still queued were dropped"):
+            await batcher.submit([3], timeout=0.05)
+        assert batcher.depth == 2
+        predict.release.set()
+        assert await first == [2, 4]
+        assert batcher.depth == 0
+        await batcher.stop()  # waits for the worker thread: anything left in it would run now
+
+    asyncio.run(main())
+    assert predict.batches == [[1, 2]]  # the expired request never reached the model
+    assert observer.sizes == [2] and observer.depths[-1] == 0
+
+
+def test_a_cancelled_caller_is_removed_from_the_queue() -> None:
+    predict = Recorder()
+
+    async def main() -> None:
+        batcher = DynamicBatcher(predict, BatchPolicy(max_batch_size=10, max_wait_s=60))
+        await batcher.start()
+        caller = asyncio.create_task(batcher.submit([1, 2], timeout=5))
+        await asyncio.sleep(0.01)
+        assert batcher.depth == 2
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        assert batcher.depth == 0
+        await batcher.stop()
+
+    asyncio.run(main())
+    assert predict.batches == []
+
+
+def test_invalid_restart_limits_are_rejected() -> None:
+    with pytest.raises(ValueError, match="max_restarts must be >= 0"):
+        DynamicBatcher(Recorder(), BatchPolicy(), max_restarts=-1)

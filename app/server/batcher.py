@@ -4,12 +4,17 @@ It knows nothing of tokenizers, models or HTTP. Callers ``submit`` a list of ite
 predict function's outputs back in order. The worker waits until ``max_batch_size`` items are queued or the oldest
 has waited ``max_wait_s``, plans the queued items into batches of similar cost (token count) where a predict
 call's fixed overhead is worth less than the padding it saves, runs the planned batch holding the oldest item in a
-single worker thread, off the event loop, and plans the rest again with whatever arrived meanwhile.
+single worker thread, off the event loop, and plans the rest again with whatever arrived meanwhile. Unbatched
+(``batching=False``), each request's items are one batch, through the same bounded queue and worker.
+
+Every caller gets an answer: ``stop`` drains before it closes and never cancels a running batch, and a crash of
+the worker loop fails only the items it held before the loop restarts (or, crashing again and again, gives up).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections import deque
@@ -44,6 +49,10 @@ class DeadlineExceeded(BatcherError):
 
 class BatcherClosed(BatcherError):
     """The batcher is not running (not started yet, or shutting down)."""
+
+
+class BatcherFailed(BatcherClosed):
+    """The worker crashed too often and the batcher gave up; it takes no work until it is stopped and started."""
 
 
 @dataclass(frozen=True)
@@ -111,11 +120,20 @@ class _Item(Generic[T, R]):
     value: T
     cost: int
     future: asyncio.Future[R]
+    request: int
+    """Which ``submit`` call queued it: in unbatched mode one request's items are one batch."""
     enqueued: float = field(default_factory=time.perf_counter)
 
 
 class DynamicBatcher(Generic[T, R]):
-    """Batches concurrent ``submit`` calls into ``predict`` calls run in one worker thread."""
+    """Batches concurrent ``submit`` calls into ``predict`` calls run in one worker thread.
+
+    Lifecycle: ``start`` begins the worker loop; ``stop`` refuses new work at once, drains the queue until a
+    deadline, answers whatever is still queued with ``BatcherClosed`` and never cancels a running batch. A crash
+    of the loop outside the predict call fails only the items the worker held, is logged and the loop restarts;
+    after ``max_restarts`` crashes within ``restart_window_s`` the batcher gives up (``healthy`` turns False,
+    queued and new work get ``BatcherFailed``).
+    """
 
     def __init__(
         self,
@@ -124,46 +142,89 @@ class DynamicBatcher(Generic[T, R]):
         cost: Callable[[T], int] = lambda _: 1,
         observer: BatchObserver | None = None,
         name: str = "batcher",
+        max_restarts: int = 5,
+        restart_window_s: float = 60.0,
     ) -> None:
+        if max_restarts < 0 or restart_window_s <= 0:
+            raise ValueError(
+                f"max_restarts must be >= 0 and restart_window_s > 0; found {max_restarts} and {restart_window_s}"
+            )
         self._predict = predict
         self.policy = policy
         self._cost = cost
         self._observer = observer
         self.name = name
+        self.max_restarts = max_restarts
+        self.restart_window_s = restart_window_s
         self._queue: deque[_Item[T, R]] = deque()
-        self._in_flight = 0
+        self._taken: list[_Item[T, R]] = []  # held by the worker: being planned or running
+        self._requests = itertools.count()
         self._wakeup = asyncio.Event()
         self._executor: ThreadPoolExecutor | None = None
         self._worker: asyncio.Task[None] | None = None
+        self._stopping: asyncio.Task[None] | None = None
+        self._closing = False
+        self._failure: str | None = None  # why the worker gave up
+        self._crashes: deque[float] = deque()  # monotonic times of the restarts within the window
+        self._restarts = 0
+        self._observer_errors = 0
         self._recent_batch_seconds = 0.05
 
     @property
     def depth(self) -> int:
         """Items queued or running (what the queue bound applies to)."""
-        return len(self._queue) + self._in_flight
+        return len(self._queue) + len(self._taken)
 
     @property
     def running(self) -> bool:
+        """Started and not yet fully stopped (True while draining and after giving up, until ``stop`` ends)."""
         return self._executor is not None
+
+    @property
+    def healthy(self) -> bool:
+        """Taking work: started, not stopping, and the worker has not given up after repeated crashes."""
+        worker_alive = self._worker is not None and not self._worker.done()
+        return self.running and worker_alive and not self._closing and self._failure is None
+
+    @property
+    def restarts(self) -> int:
+        """How many times the worker loop was restarted after a crash since ``start``."""
+        return self._restarts
 
     async def start(self) -> None:
         if self._executor is not None:
             return
+        self._queue.clear()
+        self._taken = []
+        self._wakeup = asyncio.Event()
+        self._stopping, self._closing, self._failure = None, False, None
+        self._crashes.clear()
+        self._restarts = 0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.name}-worker")
-        if self.policy.batching:
-            self._worker = asyncio.create_task(self._run(), name=f"{self.name}-loop")
+        self._worker = asyncio.create_task(self._supervise(), name=f"{self.name}-loop")
 
-    async def stop(self) -> None:
-        """Stop taking work; queued items fail with BatcherClosed; the running batch finishes."""
-        worker, self._worker = self._worker, None
+    async def stop(self, drain_timeout: float = 10.0) -> None:
+        """Stop taking work at once; keep serving the queue for up to ``drain_timeout`` seconds, then answer
+        whatever is still queued with ``BatcherClosed``, wait for the running batch (never cancelled: its callers
+        get their results) and shut down the worker thread. Cancelling the caller does not cut the shutdown short.
+        """
+        if self._executor is None:
+            return
+        if self._stopping is None:
+            self._stopping = asyncio.create_task(self._shutdown(drain_timeout), name=f"{self.name}-stop")
+        await asyncio.shield(self._stopping)
+
+    async def _shutdown(self, drain_timeout: float) -> None:
+        self._closing = True
+        self._wakeup.set()  # a worker waiting to fill a batch flushes now
+        worker = self._worker
+        if worker is not None and drain_timeout > 0:
+            await asyncio.wait({worker}, timeout=drain_timeout)  # the worker returns once the queue is empty
+        self._fail_queued(BatcherClosed(f"{self.name} is shutting down; the queue was not drained in time"))
+        self._wakeup.set()
         if worker is not None:
-            worker.cancel()
-            await asyncio.gather(worker, return_exceptions=True)
-        while self._queue:
-            item = self._queue.popleft()
-            if not item.future.done():
-                item.future.set_exception(BatcherClosed(f"{self.name} is shutting down"))
-        executor, self._executor = self._executor, None
+            await asyncio.wait({worker})  # the running batch finishes and delivers; wait() never cancels it
+        executor, self._executor, self._worker = self._executor, None, None
         if executor is not None:
             await asyncio.to_thread(executor.shutdown, wait=True)
 
@@ -173,17 +234,25 @@ class DynamicBatcher(Generic[T, R]):
         return max(1.0, round(batches_ahead * self._recent_batch_seconds, 1))
 
     async def submit(self, values: Sequence[T], timeout: float) -> list[R]:
-        """Queue ``values`` and wait up to ``timeout`` seconds for their results, in order."""
+        """Queue ``values`` and wait up to ``timeout`` seconds for their results, in order.
+
+        Raises ``QueueFull`` when the queue bound would be passed, ``DeadlineExceeded`` when the deadline passes
+        (the items still queued are dropped), ``BatcherClosed`` when not running (``BatcherFailed`` after the
+        worker gave up), and whatever ``predict`` or a crash of the worker raised for these items.
+        """
+        if self._failure is not None:
+            raise BatcherFailed(self._failure)
         if self._executor is None:
             raise BatcherClosed(f"{self.name} is not running")
+        if self._closing:
+            raise BatcherClosed(f"{self.name} is shutting down")
         if not values:
             return []
         if self.depth + len(values) > self.policy.max_queue:
             raise QueueFull(self.depth, self.policy.max_queue, self.retry_after())
-        if not self.policy.batching:
-            return await self._run_unbatched(list(values), timeout)
         loop = asyncio.get_running_loop()
-        items = [_Item[T, R](v, self._cost(v), loop.create_future()) for v in values]
+        request = next(self._requests)
+        items = [_Item[T, R](v, self._cost(v), loop.create_future(), request) for v in values]
         self._queue.extend(items)
         self._report_depth()
         self._wakeup.set()
@@ -194,6 +263,9 @@ class DynamicBatcher(Generic[T, R]):
             raise DeadlineExceeded(
                 f"{len(values)} item(s) not served within {timeout:g}s ({dropped} still queued were dropped)"
             ) from exc
+        except asyncio.CancelledError:
+            self._drop(items)
+            raise
 
     def _drop(self, items: list[_Item[T, R]]) -> int:
         ids = {id(i) for i in items}
@@ -204,74 +276,125 @@ class DynamicBatcher(Generic[T, R]):
         self._report_depth()
         return before - len(self._queue)
 
-    async def _run_unbatched(self, values: list[T], timeout: float) -> list[R]:
-        assert self._executor is not None  # checked by submit
-        loop = asyncio.get_running_loop()
-        self._in_flight += len(values)
-        self._report_depth()
-        submitted = time.perf_counter()
-        try:
-            job = loop.run_in_executor(self._executor, self._timed_predict, values)
-            try:
-                results, started, seconds = await asyncio.wait_for(asyncio.shield(job), timeout)
-            except TimeoutError as exc:
-                raise DeadlineExceeded(f"{len(values)} item(s) not served within {timeout:g}s") from exc
-        finally:
-            self._in_flight -= len(values)
+    def _fail_queued(self, error: BatcherError) -> None:
+        queued, self._queue = self._queue, deque()
+        for item in queued:
+            if not item.future.done():
+                item.future.set_exception(error)
+        if queued:
             self._report_depth()
-        self._recent_batch_seconds = 0.8 * self._recent_batch_seconds + 0.2 * seconds
-        waits = [started - submitted] * len(values)  # behind other requests, for the one worker thread
-        self._observe(len(values), len(values) * max(self._cost(v) for v in values), waits, seconds)
-        return list(results)
 
-    async def _run(self) -> None:
+    async def _supervise(self) -> None:
+        """Run the worker loop; after a crash fail the items it held and restart it, or give up if it keeps crashing."""
+        while True:
+            try:
+                await self._loop()
+                return  # stopping, and the queue is empty
+            except asyncio.CancelledError:
+                closed = BatcherClosed(f"{self.name} worker was cancelled")
+                self._fail_taken(closed)
+                self._fail_queued(closed)
+                raise
+            except Exception as exc:
+                logger.exception("%s: worker loop crashed holding %d item(s)", self.name, len(self._taken))
+                self._fail_taken(exc)
+                if not self._may_restart():
+                    self._give_up(exc)
+                    return
+
+    def _may_restart(self) -> bool:
+        now = time.monotonic()
+        while self._crashes and now - self._crashes[0] > self.restart_window_s:
+            self._crashes.popleft()
+        if len(self._crashes) >= self.max_restarts:
+            return False
+        self._crashes.append(now)
+        self._restarts += 1
+        return True
+
+    def _give_up(self, exc: Exception) -> None:
+        # the message reaches clients in a 503 body: the error itself is in the log, with its traceback
+        self._failure = (
+            f"{self.name} stopped serving: its worker crashed {len(self._crashes) + 1} times within"
+            f" {self.restart_window_s:g}s (see the server log); restart the service"
+        )
+        logger.error("%s; last error: %r", self._failure, exc)
+        self._fail_queued(BatcherFailed(self._failure))
+
+    def _fail_taken(self, error: BaseException) -> None:
+        taken, self._taken = self._taken, []
+        for item in taken:
+            if not item.future.done():
+                item.future.set_exception(error)
+        self._report_depth()
+
+    async def _loop(self) -> None:
         while True:
             if not self._queue:
+                if self._closing:
+                    return
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            deadline = self._queue[0].enqueued + self.policy.max_wait_s
-            while len(self._queue) < self.policy.max_batch_size and (left := deadline - time.perf_counter()) > 0:
-                self._wakeup.clear()
-                try:
-                    await asyncio.wait_for(self._wakeup.wait(), left)
-                except TimeoutError:
-                    break
-                if not self._queue:
-                    break
+            if self.policy.batching:
+                await self._fill()
             batch = self._next_batch()
             if batch:
                 await self._run_batch(batch)
 
+    async def _fill(self) -> None:
+        """Wait until a full batch is queued, the oldest item has waited ``max_wait_s``, or the batcher stops."""
+        deadline = self._queue[0].enqueued + self.policy.max_wait_s
+        while (
+            self._queue
+            and not self._closing
+            and len(self._queue) < self.policy.max_batch_size
+            and (left := deadline - time.perf_counter()) > 0
+        ):
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), left)
+            except TimeoutError:
+                return
+
     def _next_batch(self) -> list[_Item[T, R]]:
-        """Plan the head of the queue and take the planned batch that holds the oldest item.
+        """Take the next batch off the queue: the planned batch holding the oldest item, or (unbatched) the oldest
+        request's items.
 
         The rest stay queued, in order, and are planned again together with whatever arrives while this batch
         runs: plans see as many items as possible, and the oldest item always goes next (nothing starves).
         """
-        limit = self.policy.max_batch_size * self.policy.sort_window
-        window: list[_Item[T, R]] = []
-        while self._queue and len(window) < limit:
-            item = self._queue.popleft()
-            if not item.future.done():  # cancelled by its caller's deadline
-                window.append(item)
-        if not window:
+        while self._queue and self._queue[0].future.done():  # cancelled by its caller's deadline
+            self._queue.popleft()
+        if not self._queue:
             return []
+        if not self.policy.batching:
+            request = self._queue[0].request
+            while self._queue and self._queue[0].request == request:
+                self._taken.append(self._queue.popleft())
+            self._taken = [i for i in self._taken if not i.future.done()]
+            self._report_depth()
+            return list(self._taken)
+        limit = self.policy.max_batch_size * self.policy.sort_window
+        while self._queue and len(self._taken) < limit:
+            item = self._queue.popleft()
+            if not item.future.done():
+                self._taken.append(item)  # held from here: a crash in planning fails these callers, not others
+        window = self._taken
         chosen = next(b for b in plan_batches([i.cost for i in window], self.policy) if 0 in b)
         taken = set(chosen)
         self._queue.extendleft(reversed([item for k, item in enumerate(window) if k not in taken]))
-        self._in_flight += len(chosen)
+        self._taken = [window[k] for k in chosen]
         self._report_depth()
-        return [window[k] for k in chosen]
+        return list(self._taken)
 
     async def _run_batch(self, batch: list[_Item[T, R]]) -> None:
-        assert self._executor is not None  # only the worker calls this, while running
+        assert self._executor is not None  # only the worker calls this, and stop waits for it
         loop = asyncio.get_running_loop()
         start = time.perf_counter()
-        waits = [start - i.enqueued for i in batch]
         try:
             values = [i.value for i in batch]
-            results, _, seconds = await loop.run_in_executor(self._executor, self._timed_predict, values)
+            results, start, seconds = await loop.run_in_executor(self._executor, self._timed_predict, values)
             if len(results) != len(batch):
                 raise RuntimeError(f"predict returned {len(results)} results for {len(batch)} items")
         except Exception as exc:  # delivered to every caller of the batch; the loop keeps serving
@@ -284,8 +407,10 @@ class DynamicBatcher(Generic[T, R]):
             for item, result in zip(batch, results, strict=True):
                 if not item.future.done():
                     item.future.set_result(result)
-        finally:
-            self._in_flight -= len(batch)
+        self._taken = []  # answered: nothing is lost if what follows raises
+        # the wait is up to the start of inference in the worker thread: for unbatched requests too, it includes
+        # the time spent behind other requests
+        waits = [start - i.enqueued for i in batch]
         self._recent_batch_seconds = 0.8 * self._recent_batch_seconds + 0.2 * seconds
         self._observe(len(batch), len(batch) * max(i.cost for i in batch), waits, seconds)
         self._report_depth()
@@ -297,9 +422,26 @@ class DynamicBatcher(Generic[T, R]):
         return results, start, time.perf_counter() - start
 
     def _observe(self, size: int, padded: int, waits: Sequence[float], seconds: float) -> None:
-        if self._observer is not None:
+        if self._observer is None:
+            return
+        try:
             self._observer.batch_done(size, padded, waits, seconds)
+        except Exception:
+            self._observer_failed("batch_done")
 
     def _report_depth(self) -> None:
-        if self._observer is not None:
+        if self._observer is None:
+            return
+        try:
             self._observer.queue_depth(self.depth)
+        except Exception:
+            self._observer_failed("queue_depth")
+
+    def _observer_failed(self, method: str) -> None:
+        """Metrics must never cost a caller its answer: log and go on."""
+        self._observer_errors += 1
+        # a broken observer fails on every batch: one traceback at ERROR, the rest at DEBUG, not a log flood
+        if self._observer_errors == 1:
+            logger.exception("%s: observer.%s failed; further observer errors are logged at DEBUG", self.name, method)
+        else:
+            logger.debug("%s: observer.%s failed (%d so far)", self.name, method, self._observer_errors, exc_info=True)
