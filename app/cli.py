@@ -206,11 +206,14 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _calibrate(args: argparse.Namespace) -> int:
     from models.calibrate import calibrate_checkpoint
+    from models.store import in_new_version
 
-    manifest = calibrate_checkpoint(args.encoder, args.data, min_positives=args.min_positives)
+    manifest, written = in_new_version(
+        args.encoder, "calibrate", lambda folder: calibrate_checkpoint(folder, args.data, args.min_positives)
+    )
     report = manifest.metrics["calibration"]
     print(
-        f"calibrated {args.encoder}: mean ECE {report['mean_ece_before']:.4f} -> {report['mean_ece_after']:.4f}; "
+        f"calibrated {written}: mean ECE {report['mean_ece_before']:.4f} -> {report['mean_ece_after']:.4f}; "
         f"own temperature for {len(report['own_temperature'])} label(s), global T "
         f"{report['global_temperature']:.3f} for the rest"
     )
@@ -219,18 +222,19 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 def _calibrate_router(args: argparse.Namespace) -> int:
     from app.jobs.operating_point import RouterTarget, calibrate_router
+    from models.store import in_new_version
 
-    router = calibrate_router(
+    target = RouterTarget(escalation=args.target_escalation, f1=args.target_f1)
+    settings = job_settings(args)
+    router, written = in_new_version(
         args.encoder,
-        args.data,
-        RouterTarget(escalation=args.target_escalation, f1=args.target_f1),
-        adapter=args.adapter,
-        settings=job_settings(args),
+        "calibrate-router",
+        lambda folder: calibrate_router(folder, args.data, target, adapter=args.adapter, settings=settings),
     )
     print(
         f"escalation threshold {router['escalation_threshold']:.4f}: "
         f"{router['validation_escalation_rate']:.1%} of {router['validation_tickets']} validation tickets escalate; "
-        f"written to {args.encoder}/triage_manifest.json"
+        f"written to {written}/triage_manifest.json"
     )
     return 0
 
@@ -244,6 +248,8 @@ def _retrain(args: argparse.Namespace) -> int:
             out=args.out,
             base_model=args.base_model,
             with_adapter=args.with_adapter,
+            adapter_base_model=args.adapter_base_model,
+            keep=args.keep,
             metric=args.metric,
             margin=args.margin,
             target_escalation=args.target_escalation,
@@ -363,7 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--out", type=Path, default=Path("checkpoints"))
     p.add_argument("--base-model", default="tiny")
-    p.add_argument("--with-adapter", action="store_true", help="also train the LoRA adapter (tiny base)")
+    p.add_argument("--with-adapter", action="store_true", help="also train the LoRA adapter (else: carry it forward)")
+    p.add_argument("--adapter-base-model", help="base of a retrained adapter (default: the served adapter's base)")
+    p.add_argument("--keep", type=int, default=5, help="versions kept besides the served one")
     p.add_argument("--metric", default="f1_micro", choices=["f1_micro", "f1_macro", "exact_match"])
     p.add_argument("--margin", type=float, default=0.0, help="promote if candidate >= current - margin")
     p.add_argument("--target-escalation", type=float, default=0.15)

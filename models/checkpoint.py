@@ -68,10 +68,46 @@ class Manifest:
 
     def write(self, folder: Path) -> None:
         """Write the manifest atomically (temp file + rename): a reader sees the old or the new one, never half."""
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{MANIFEST_FILE}.")
+        atomic_write_text(folder / MANIFEST_FILE, json.dumps(asdict(self), indent=2, ensure_ascii=False) + "\n")
+
+
+FILE_MODE = 0o644
+DIR_MODE = 0o755
+"""Checkpoints are readable by other users: the server often runs as another user than the trainer (Docker)."""
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write + fsync a temporary sibling, then rename it over ``path`` (mode 0644): old or new, never half."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(asdict(self), indent=2, ensure_ascii=False) + "\n")
-        os.replace(tmp, folder / MANIFEST_FILE)
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def _make_readable(folder: Path) -> None:
+    for dirpath, _dirnames, filenames in os.walk(folder):
+        os.chmod(dirpath, DIR_MODE)
+        for name in filenames:
+            full = os.path.join(dirpath, name)
+            if not os.path.islink(full):
+                os.chmod(full, FILE_MODE)
 
 
 def read_manifest(folder: str | Path, kind: str | None = None) -> Manifest:
@@ -110,7 +146,8 @@ def read_manifest(folder: str | Path, kind: str | None = None) -> Manifest:
 def atomic_folder(out: str | Path) -> Iterator[Path]:
     """Yield a temporary folder beside ``out``; on success it replaces ``out``, on error it is deleted.
 
-    The old folder is moved aside first and removed only after the new one is in place.
+    The finished folder is made readable by everyone (folders 0755, files 0644) before it appears. The old folder
+    is moved aside first and removed only after the new one is in place.
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -120,11 +157,13 @@ def atomic_folder(out: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    _make_readable(tmp)
     old = None
     if out.exists():
         old = out.parent / f".{out.name}.old-{os.getpid()}-{time.time_ns()}"
         os.replace(out, old)
     os.replace(tmp, out)
+    fsync_dir(out.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 

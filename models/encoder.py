@@ -170,3 +170,12 @@ class EncoderClassifier:
             "warmed_up": self.warmed_up,
             "parameters": sum(p.numel() for p in self.model.parameters()),
         }
+
+
+def load_for_serving(path: str | Path, device: str, dtype: str, threads: int | None = None) -> EncoderClassifier:
+    """Load and warm up an encoder for the server (``threads``: CPU threads for inference; default torch's)."""
+    if threads:
+        torch.set_num_threads(threads)
+    encoder = EncoderClassifier.load(path, device=device, dtype=dtype)
+    encoder.warmup()
+    return encoder

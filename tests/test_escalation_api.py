@@ -179,3 +179,27 @@ def test_budget_holds_under_load(encoder_dir: Path, remote_adapter: Path, fake: 
     assert escalated + skipped == 200  # every ticket wanted escalation (threshold 1.0)
     assert 1 <= escalated <= 0.1 * 200 + 1  # 10 % plus one window's rounding
     assert all(r["decided_by"] == "encoder" for r in results if r["escalation"] == "skipped_budget")
+
+
+def test_a_hanging_llm_is_cut_at_the_request_deadline(
+    encoder_dir: Path, remote_adapter: Path, fake: tuple[FakeOpenAI, str]
+) -> None:
+    """One deadline covers encoder and LLM: the ticket gets the encoder's answer with status timeout, in time,
+    and the LLM worker is free for the next escalation (no retries held past the caller's deadline)."""
+    fake_server, url = fake
+    fake_server.reset()
+    settings = settings_for(
+        encoder_dir, remote_adapter, url, llm_timeout_s=60.0, request_timeout_s=1.5, llm_preload=True
+    )
+    with running_server(settings) as server:
+        wait_for_llm(server)
+        fake_server.script(Sleep(20.0, then=Labels(("billing",))))
+        before = len(fake_server.chat_requests)
+        started = time.monotonic()
+        (result,) = post(server, {"text": "app crash, charged twice", "escalation": "force"})
+        elapsed = time.monotonic() - started
+        assert result["escalation"] == "timeout" and result["decided_by"] == "encoder"
+        assert elapsed < 10.0  # the request deadline (1.5 s) cut the 20 s hang and the 60 s LLM timeout
+        (after,) = post(server, {"text": "app crash, charged twice", "escalation": "force"})
+        assert after["escalation"] == "done"  # the worker was not held by retries of the hung call
+        assert len(fake_server.chat_requests) - before == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -348,3 +349,18 @@ def test_create_llm_returns_the_openai_backend(url: str) -> None:
 def test_parse_labels_accepts_an_empty_list() -> None:
     assert parse_labels('{"labels": []}', TAXONOMY) == []
     assert parse_labels(' {"labels": ["urgent", "billing"]} ', TAXONOMY) == ["billing", "urgent"]
+
+
+def test_retries_stop_at_the_callers_deadline(fake: FakeOpenAI, url: str) -> None:
+    """A hanging server: one attempt cut to what is left of the deadline, no retry after it, a clear error."""
+    llm = OpenAIClassifier(config(url, timeout_s=60.0, max_retries=5), TAXONOMY)
+    llm.load()
+    try:
+        fake.script(*[Sleep(3.0, then=Labels(("billing",)))] * 6)
+        started = time.monotonic()
+        with pytest.raises(RemoteLLMError, match="deadline passed after 1 attempt"):
+            llm.classify_batch(["charged twice"], deadline=started + 0.5)
+        assert time.monotonic() - started < 3.0  # never waited for the 3 s answer, let alone 5 retries of it
+        assert len(fake.chat_requests) == 1
+    finally:
+        llm.unload()

@@ -1,23 +1,24 @@
 """``triage retrain``: train, calibrate, choose the operating point, evaluate, and promote only if not worse.
 
-Layout under ``--out`` (e.g. ``checkpoints/``)::
+Versions live in a ``models.store.VersionStore`` under ``--out`` (e.g. ``checkpoints/``)::
 
-    versions/<version>/encoder      candidate checkpoints (kept for rollback)
-    versions/<version>/adapter      (with --with-adapter)
+    versions/<version>/encoder      candidate checkpoints (kept for rollback: the newest ``--keep`` and the served)
+    versions/<version>/adapter      trained with --with-adapter on the served adapter's base model, else the
+                                    served adapter carried forward unchanged: a promotion never drops the LLM tier
     versions/<version>/report/      its evaluation report and comparison.md
     default -> versions/<version>   the served pointer (a symlink switched atomically); the server's default
                                     TRIAGE_ENCODER_PATH is checkpoints/default/encoder
     history.json                    every promotion, newest last
 
-The candidate is compared with the current version on the same test split; it is promoted when its metric is
-at least the current one minus ``margin``. A server started afterwards serves the promoted version.
+The candidate is built beside ``versions/`` and appears there whole; it is compared with the current version on
+the same test split and promoted when its metric is at least the current one minus ``margin``. A running server
+keeps serving the pair it resolved at start-up until it is restarted.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,8 +26,10 @@ from typing import Any
 
 from app.jobs.evaluate import EvalConfig, run_evaluation
 from app.jobs.operating_point import RouterTarget, calibrate_router
+from app.server.settings import Settings
 from models.checkpoint import read_manifest
 from models.errors import DataError
+from models.store import DEFAULT_KEEP, VersionStore
 
 logger = logging.getLogger(__name__)
 
@@ -38,37 +41,14 @@ class RetrainConfig:
     pointer: str = "default"
     base_model: str = "tiny"
     with_adapter: bool = False
-    adapter_base_model: str = "tiny"
+    adapter_base_model: str | None = None
+    """Base model of a retrained adapter; default: the served adapter's base (``tiny`` when none is served)."""
     metric: str = "f1_micro"
     margin: float = 0.0
     target_escalation: float = 0.15
     epochs: int | None = None
     seed: int = 0
-
-
-def switch_pointer(link: Path, target: Path) -> None:
-    """Point ``link`` at ``target`` atomically (a new symlink renamed over the old one)."""
-    tmp = link.with_name(f".{link.name}.switch-{os.getpid()}")
-    if tmp.is_symlink() or tmp.exists():
-        tmp.unlink()
-    os.symlink(os.path.relpath(target, link.parent), tmp)
-    os.replace(tmp, link)
-
-
-def adopt_current(out: Path, pointer: str) -> Path | None:
-    """The version folder the pointer serves; a plain folder (from ``build-default``) is moved under versions/."""
-    link = out / pointer
-    if link.is_symlink():
-        return link.resolve()
-    if not link.exists():
-        return None
-    version = read_manifest(link / "encoder", kind="encoder").version
-    target = out / "versions" / version
-    target.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(link, target)
-    switch_pointer(link, target)
-    logger.info("moved %s to %s and made %s a pointer to it", link, target, link)
-    return target
+    keep: int = DEFAULT_KEEP
 
 
 def _stage(number: int, total: int, name: str) -> float:
@@ -77,61 +57,69 @@ def _stage(number: int, total: int, name: str) -> float:
     return time.perf_counter()
 
 
+def adapter_base(config: RetrainConfig, current: Path | None) -> str:
+    """The base model a retrained adapter uses: the flag, else the served adapter's, else the tiny one."""
+    if config.adapter_base_model:
+        return config.adapter_base_model
+    if current is not None and (current / "adapter" / "triage_manifest.json").exists():
+        return read_manifest(current / "adapter", kind="adapter").base_model
+    return "tiny"
+
+
 def retrain(config: RetrainConfig, progress: bool = True) -> dict[str, Any]:
     """Run every stage; return the decision (promoted or not, both metrics, paths)."""
     from models.train_encoder import EncoderTrainingArgs, train_encoder
 
     if not (config.data / "test.jsonl").exists():
         raise DataError(f"{config.data}: retrain compares versions on test.jsonl, which this folder lacks")
-    current = adopt_current(config.out, config.pointer)
-    version = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    candidate = config.out / "versions" / version
+    store = VersionStore(config.out, config.pointer, keep=config.keep)
+    current = store.served()
     total = 5 if config.with_adapter else 4
     stage = 0
     timings: dict[str, float] = {}
+    with store.new_version() as (building, candidate):
+        stage += 1
+        started = _stage(stage, total, "train-encoder (with temperature scaling and thresholds on validation)")
+        args = EncoderTrainingArgs.for_base_model(config.base_model, epochs=config.epochs, seed=config.seed)
+        train_encoder(config.data, building / "encoder", args, progress=progress)
+        timings["train_encoder"] = time.perf_counter() - started
+        if config.with_adapter:
+            from models.train_adapter import AdapterTrainingArgs, train_adapter
 
-    stage += 1
-    started = _stage(stage, total, "train-encoder (with temperature scaling and thresholds on validation)")
-    args = EncoderTrainingArgs.for_base_model(config.base_model, epochs=config.epochs, seed=config.seed)
-    train_encoder(config.data, candidate / "encoder", args, progress=progress)
-    timings["train_encoder"] = time.perf_counter() - started
-    adapter = None
-    if config.with_adapter:
-        from models.train_adapter import AdapterTrainingArgs, train_adapter
+            stage += 1
+            base = adapter_base(config, current)
+            started = _stage(stage, total, f"train-adapter (base {base})")
+            adapter_args = AdapterTrainingArgs.for_base_model(base, seed=config.seed)
+            train_adapter(config.data, building / "adapter", adapter_args, progress=progress)
+            timings["train_adapter"] = time.perf_counter() - started
+        elif current is not None and (current / "adapter").is_dir():
+            shutil.copytree(current / "adapter", building / "adapter")
+            logger.info("carried the served adapter forward unchanged from %s", current)
 
         stage += 1
-        started = _stage(stage, total, "train-adapter")
-        adapter_args = AdapterTrainingArgs.for_base_model(config.adapter_base_model, seed=config.seed)
-        train_adapter(config.data, candidate / "adapter", adapter_args, progress=progress)
-        adapter = candidate / "adapter"
-        timings["train_adapter"] = time.perf_counter() - started
+        started = _stage(stage, total, f"calibrate-router (target escalation {config.target_escalation:.0%})")
+        calibrate_router(building / "encoder", config.data, RouterTarget(escalation=config.target_escalation))
+        timings["calibrate_router"] = time.perf_counter() - started
 
-    stage += 1
-    started = _stage(stage, total, f"calibrate-router (target escalation {config.target_escalation:.0%})")
-    calibrate_router(candidate / "encoder", config.data, RouterTarget(escalation=config.target_escalation))
-    timings["calibrate_router"] = time.perf_counter() - started
-
-    stage += 1
-    started = _stage(stage, total, "evaluate candidate and current on the same test split")
-    test = config.data / "test.jsonl"
-    cand_report = run_evaluation(
-        EvalConfig(data=test, encoder=candidate / "encoder", adapter=adapter, out=candidate / "report", baseline=False),
-        progress=progress,
-    )
-    cur_report = None
-    if current is not None:
-        cur_adapter = current / "adapter" if adapter is not None and (current / "adapter").exists() else None
-        cur_report = run_evaluation(
-            EvalConfig(
-                data=test,
-                encoder=current / "encoder",
-                adapter=cur_adapter,
-                out=candidate / "report-current",
-                baseline=False,
-            ),
+        stage += 1
+        started = _stage(stage, total, "evaluate candidate and current on the same test split")
+        test = config.data / "test.jsonl"
+        settings = Settings(llm_backend="local")
+        adapter = building / "adapter" if config.with_adapter else None
+        cand_report = run_evaluation(
+            EvalConfig(test, building / "encoder", building / "report", adapter, settings, baseline=False),
             progress=progress,
         )
-    timings["evaluate"] = time.perf_counter() - started
+        cur_report = None
+        if current is not None:
+            cur_adapter = current / "adapter" if adapter is not None and (current / "adapter").exists() else None
+            cur_report = run_evaluation(
+                EvalConfig(
+                    test, current / "encoder", building / "report-current", cur_adapter, settings, baseline=False
+                ),
+                progress=progress,
+            )
+        timings["evaluate"] = time.perf_counter() - started
 
     stage += 1
     _stage(stage, total, "compare and promote")
@@ -154,13 +142,9 @@ def retrain(config: RetrainConfig, progress: bool = True) -> dict[str, Any]:
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    if promote:
-        switch_pointer(config.out / config.pointer, candidate)
-        history_file = config.out / "history.json"
-        history = json.loads(history_file.read_text()) if history_file.exists() else []
-        history.append(decision)
-        history_file.write_text(json.dumps(history, indent=2) + "\n")
     (candidate / "comparison.md").write_text(render_comparison(decision, cand_report, cur_report))
+    if promote:
+        store.promote(candidate, {"by": "retrain", **decision})
     verdict = "PROMOTED" if promote else "REFUSED (kept the current version)"
     shown = "none" if cur_value is None else f"{cur_value:.4f}"
     print(f"{verdict}: {config.metric} {cand_value:.4f} vs current {shown}")
@@ -194,14 +178,4 @@ def render_comparison(decision: dict[str, Any], candidate: dict[str, Any], curre
 
 def rollback(out: Path, pointer: str = "default") -> Path:
     """Point back at the version served before the last promotion."""
-    history_file = out / "history.json"
-    history = json.loads(history_file.read_text()) if history_file.exists() else []
-    if not history or not history[-1].get("current"):
-        raise DataError(f"{history_file}: no earlier version to roll back to")
-    last = history.pop()
-    previous = Path(last["current"])
-    if not (previous / "encoder").exists():
-        raise DataError(f"previous version {previous} is gone; nothing to roll back to")
-    switch_pointer(out / pointer, previous)
-    history_file.write_text(json.dumps(history, indent=2) + "\n")
-    return previous
+    return VersionStore(out, pointer).rollback()

@@ -19,6 +19,7 @@ from typing import Any
 from app.server.batcher import BatchPolicy, DynamicBatcher
 from app.server.metrics import Metrics
 from app.server.settings import Settings
+from models.checkpoint import read_manifest
 from models.llm import LLMClassifier, LLMConfig, create_llm
 
 logger = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ logger = logging.getLogger(__name__)
 def llm_config(settings: Settings, adapter_path: Path | None = None) -> LLMConfig:
     """The LLM backend's configuration from the one settings object (``adapter_path`` overrides the setting)."""
     return LLMConfig(
-        adapter_path=settings.llm_adapter_path if adapter_path is None else adapter_path,
+        adapter_path=settings.adapter_path() if adapter_path is None else adapter_path,
         base_model=settings.llm_base_model,
         quantization=settings.llm_quantization,
         device=settings.device,
@@ -57,8 +58,11 @@ class LazyLLM:
         metrics: Metrics,
         idle_unload_s: float = 0.0,
         retry_after_s: float = 60.0,
+        adapter_path: Path | None = None,
     ) -> None:
         self._factory = factory
+        self.adapter_version = _adapter_version(adapter_path)
+        """The paired adapter's version, read at start-up (None: no adapter there, or a remote tier)."""
         self._policy = policy
         self._metrics = metrics
         self.idle_unload_s = idle_unload_s
@@ -173,6 +177,7 @@ class LazyLLM:
             "loads": self.loads,
             "load_seconds": None if self.load_seconds is None else round(self.load_seconds, 2),
             "idle_unload_s": self.idle_unload_s,
+            "adapter_version": self.adapter_version,
             "model": self.llm.health() if self.llm is not None else None,
         }
 
@@ -197,3 +202,9 @@ def _deadline_aware(llm: LLMClassifier) -> Callable[[list[Escalation]], list[lis
 def _cost(item: Escalation) -> int:
     """Rough token count for the LLM batcher's padded-token budget (about 4 characters per token)."""
     return len(item.text) // 4 + 1
+
+
+def _adapter_version(path: Path | None) -> str | None:
+    if path is None or not (path / "triage_manifest.json").exists():
+        return None
+    return read_manifest(path, kind="adapter").version

@@ -55,17 +55,18 @@ class ServerState:
 
 
 def _load_service(settings: Settings, metrics: Metrics) -> ClassificationService:
-    import torch  # imported here so that the HTTP layer stays importable without touching the model stack
+    from models.encoder import load_for_serving
+    from models.store import check_adapter_matches
 
-    from models.encoder import EncoderClassifier
-
-    if settings.torch_threads:
-        torch.set_num_threads(settings.torch_threads)
+    # Resolve the served pair once: a later promotion (the pointer switching) changes nothing here until restart.
+    encoder_path = settings.encoder_path.resolve()
+    adapter_path = (settings.llm_adapter_path or encoder_path.parent / "adapter").resolve()
+    if settings.llm_backend != "none":
+        check_adapter_matches(encoder_path, adapter_path)
     # The forward pass runs in a worker thread between many small Python-level ops, each needing the GIL; with
     # the default 5 ms switch interval a busy event loop holds the forward back at every op.
     sys.setswitchinterval(SWITCH_INTERVAL_S)
-    encoder = EncoderClassifier.load(settings.encoder_path, device=settings.device, dtype=settings.dtype)
-    encoder.warmup()
+    encoder = load_for_serving(encoder_path, settings.device, settings.dtype, settings.torch_threads)
     overhead = settings.batch_overhead_tokens
     if overhead is None:
         overhead = encoder.measure_batch_overhead()
@@ -75,10 +76,11 @@ def _load_service(settings: Settings, metrics: Metrics) -> ClassificationService
     llm = None
     if settings.llm_backend != "none":
         llm = LazyLLM(
-            lambda: build_llm(settings),
+            lambda: build_llm(settings, adapter_path=adapter_path),
             llm_batch_policy(settings),
             metrics,
             idle_unload_s=settings.llm_idle_unload_s,
+            adapter_path=adapter_path,
         )
     return ClassificationService(
         encoder,
@@ -182,7 +184,14 @@ def create_app(settings: Settings) -> FastAPI:
         },
     )
     async def ready() -> JSONResponse:
-        """200 once the encoder is loaded and warmed up, else 503 with the state (loading or failed)."""
+        """200 once the encoder is loaded and warmed up, else 503 with the state (loading, failed or unhealthy).
+
+        ``unhealthy``: the encoder's batch worker crashed more often than it may restart; restart the server.
+        """
+        service = state.service
+        if state.status == "ready" and service is not None and not service.batcher.healthy:
+            error = f"the encoder batch worker stopped after {service.batcher.restarts} restart(s); see the log"
+            return JSONResponse({"status": "unhealthy", "error": error}, 503)
         code = 200 if state.status == "ready" else 503
         return JSONResponse({"status": state.status, "error": state.error}, code)
 

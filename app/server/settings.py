@@ -11,7 +11,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from router.escalation import MergePolicy
 
 DEFAULT_ENCODER_PATH = Path("checkpoints/default/encoder")
-DEFAULT_ADAPTER_PATH = Path("checkpoints/default/adapter")
 
 
 class Settings(BaseSettings):
@@ -45,7 +44,9 @@ class Settings(BaseSettings):
     llm_backend: Literal["local", "openai", "none"] = Field(
         "local", description="local (base + LoRA in-process), openai (an OpenAI-compatible server) or none."
     )
-    llm_adapter_path: Path = Field(DEFAULT_ADAPTER_PATH, description="Adapter folder from `triage train-adapter`.")
+    llm_adapter_path: Path | None = Field(
+        None, description="Adapter folder from `triage train-adapter`; default: the `adapter` beside the encoder."
+    )
     llm_base_model: str | None = Field(None, description="Override the adapter manifest's base model.")
     llm_quantization: Literal["auto", "nf4", "mxfp4", "none"] = Field(
         "auto", description="auto (nf4 on CUDA, none on CPU), nf4 (bitsandbytes 4-bit), mxfp4 (native) or none."
@@ -73,6 +74,10 @@ class Settings(BaseSettings):
     merge_policy: str = Field(
         "default=llm", description="Whose labels win per group: e.g. default=llm,emotion=encoder."
     )
+
+    def adapter_path(self) -> Path:
+        """The adapter served with the encoder: the setting, else the version's ``adapter`` beside the encoder."""
+        return self.llm_adapter_path if self.llm_adapter_path is not None else self.encoder_path.parent / "adapter"
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool = Field(False, description="One JSON object per log line.")
