@@ -62,3 +62,29 @@ def test_a_plain_default_folder_is_adopted_as_a_version(tmp_path: Path, encoder_
     version = read_manifest(encoder_dir).version
     assert (out / "versions" / version / "encoder").is_dir()
     assert (out / "default").is_symlink()
+
+
+def test_retrain_without_adapter_carries_the_served_adapter_forward(
+    tmp_path: Path, encoder_dir: Path, dataset_dir: Path
+) -> None:
+    """A promotion never drops the LLM tier: escalations on the new version still answer `done`."""
+    from models.checkpoint import Manifest
+    from models.taxonomy import load_taxonomy
+    from tests.fake_openai import FakeOpenAI, serve
+
+    out = tmp_path / "checkpoints"
+    shutil.copytree(encoder_dir, out / "default" / "encoder")
+    adapter = out / "default" / "adapter"
+    adapter.mkdir()
+    Manifest("adapter", "remote-v1", "openai/gpt-oss-20b", load_taxonomy().to_dict(), [], [], 1024).write(adapter)
+    decision = retrain(RetrainConfig(data=dataset_dir, out=out, epochs=1, margin=1.0), progress=False)
+    assert decision["promoted"]
+    assert read_manifest(out / "default" / "adapter", kind="adapter").version == "remote-v1"
+    with serve(FakeOpenAI()) as llm_url:
+        settings = Settings(
+            encoder_path=out / "default" / "encoder", llm_backend="openai", llm_endpoint=llm_url, llm_timeout_s=5
+        )
+        with running_server(settings) as url:
+            response = httpx.post(f"{url}/classify", json={"text": "charged twice!", "escalation": "force"}, timeout=30)
+            assert response.json()["results"][0]["escalation"] == "done"
+            assert httpx.get(f"{url}/info").json()["llm"]["adapter_version"] == "remote-v1"
