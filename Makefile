@@ -24,9 +24,9 @@ serve: build-default
 	$(BIN)/triage serve --host $(HOST) --port $(PORT)
 
 lint: install
-	$(BIN)/ruff check app models router tests
-	$(BIN)/ruff format --check app models router tests
-	$(BIN)/mypy app models router tests
+	$(BIN)/ruff check app models router tests evalsets
+	$(BIN)/ruff format --check app models router tests evalsets
+	$(BIN)/mypy app models router tests evalsets
 
 test: lint
 	$(BIN)/pytest -q

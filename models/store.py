@@ -63,17 +63,7 @@ class VersionStore:
 
         ``checkpoints/default/encoder`` resolves through the pointer to ``checkpoints/versions/<v>/encoder``.
         """
-        given = Path(path)
-        for folder in (given, given.parent):  # a plain `default/` from build-default: adopt it as a version first
-            if (
-                folder.name == "default"
-                and folder.is_dir()
-                and not folder.is_symlink()
-                and (folder / "encoder").is_dir()
-            ):
-                cls(folder.parent, folder.name, keep).served()
-                break
-        resolved = given.resolve()
+        resolved = Path(path).resolve()
         for version in (resolved, resolved.parent):
             if version.parent.name == "versions" and version.parent.parent.is_dir():
                 root = version.parent.parent
@@ -227,11 +217,16 @@ T = TypeVar("T")
 def in_new_version(encoder: str | Path, tag: str, change: Callable[[Path], T]) -> tuple[T, Path]:
     """Apply ``change`` to an encoder checkpoint without editing a version in place.
 
-    Inside a store, ``change`` runs on the encoder of a new version copied from the one holding ``encoder``; the
+    A plain ``default/`` folder (as ``build-default`` leaves it) is first adopted as a version. Inside a store,
+    ``change`` runs on the encoder of a new version copied from the one holding ``encoder``; the
     new version is promoted when the old one was being served (so a rollback really goes back). A standalone
     checkpoint folder is changed where it is (its manifest writes are atomic). Returns ``change``'s result and the
     encoder folder it changed.
     """
+    for folder in (Path(encoder), Path(encoder).parent):  # a plain `default/` from build-default: adopt it first
+        if folder.name == "default" and (folder / "encoder").is_dir() and not folder.is_symlink():
+            VersionStore(folder.parent, folder.name).served()
+            break
     found = VersionStore.containing(encoder)
     if found is None:
         return change(Path(encoder)), Path(encoder)

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from app.server.settings import Settings
@@ -76,8 +77,6 @@ def test_a_mismatched_pair_names_both_label_sets(tmp_path: Path, encoder_dir: Pa
         check_adapter_matches(encoder_dir, adapter)
     settings = Settings(encoder_path=encoder_dir, llm_backend="openai", llm_adapter_path=adapter)
     with running_server(settings) as url:
-        import httpx
-
         ready = httpx.get(f"{url}/ready")
         assert ready.status_code == 503 and "not a pair" in ready.json()["error"]
 
@@ -101,8 +100,6 @@ def test_recalibrating_a_served_version_makes_a_new_one(tmp_path: Path, encoder_
 
 
 def test_a_server_keeps_its_pair_until_restarted(tmp_path: Path, encoder_dir: Path) -> None:
-    import httpx
-
     store = make_store(tmp_path, encoder_dir)
     old = read_manifest(store.link / "encoder").version
     settings = Settings(encoder_path=store.link / "encoder", llm_backend="none")

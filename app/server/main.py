@@ -60,7 +60,7 @@ def _load_service(settings: Settings, metrics: Metrics) -> ClassificationService
 
     # Resolve the served pair once: a later promotion (the pointer switching) changes nothing here until restart.
     encoder_path = settings.encoder_path.resolve()
-    adapter_path = (settings.llm_adapter_path or encoder_path.parent / "adapter").resolve()
+    adapter_path = settings.adapter_path(encoder_path).resolve()
     if settings.llm_backend != "none":
         check_adapter_matches(encoder_path, adapter_path)
     # The forward pass runs in a worker thread between many small Python-level ops, each needing the GIL; with

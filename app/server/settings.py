@@ -75,9 +75,12 @@ class Settings(BaseSettings):
         "default=llm", description="Whose labels win per group: e.g. default=llm,emotion=encoder."
     )
 
-    def adapter_path(self) -> Path:
-        """The adapter served with the encoder: the setting, else the version's ``adapter`` beside the encoder."""
-        return self.llm_adapter_path if self.llm_adapter_path is not None else self.encoder_path.parent / "adapter"
+    def adapter_path(self, encoder: Path | None = None) -> Path:
+        """The adapter served with the encoder: the setting, else the ``adapter`` beside ``encoder`` (default: the
+        encoder path setting; the server passes the path it resolved, so both come from the same version)."""
+        if self.llm_adapter_path is not None:
+            return self.llm_adapter_path
+        return (self.encoder_path if encoder is None else encoder).parent / "adapter"
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool = Field(False, description="One JSON object per log line.")
