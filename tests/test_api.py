@@ -207,3 +207,23 @@ def test_not_ready_when_the_checkpoint_is_missing(tmp_path: Path) -> None:
         response = classify(url, {"text": "hello"})
         assert response.status_code == 503 and response.json()["error"]["type"] == "unavailable"
         assert httpx.get(f"{url}/health").status_code == 200
+
+
+def test_a_worker_that_keeps_crashing_turns_ready_unhealthy(encoder_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each crash answers its caller with the 500 error body; past the restart budget /ready says unhealthy."""
+    from app.server import batcher
+
+    settings = Settings(encoder_path=encoder_dir, llm_backend="none", max_wait_ms=1)
+    with running_server(settings) as url:
+        assert httpx.get(f"{url}/ready").status_code == 200
+
+        def broken(costs: object, policy: object) -> list[list[int]]:
+            raise RuntimeError("planted planning bug")
+
+        monkeypatch.setattr(batcher, "plan_batches", broken)
+        statuses = [classify(url, {"text": "app crash"}).status_code for _ in range(6)]
+        assert statuses == [500] * 6
+        ready = httpx.get(f"{url}/ready")
+        assert ready.status_code == 503 and ready.json()["status"] == "unhealthy"
+        refused = classify(url, {"text": "app crash"})
+        assert refused.status_code == 503 and refused.json()["error"]["type"] == "unavailable"
