@@ -197,6 +197,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             settings=job_settings(args),
             label_map=args.label_map,
             baseline=not args.no_baseline,
+            baseline_data=args.baseline_data,
         ),
         progress=not args.quiet,
     )
@@ -346,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, help="escalation threshold (default: the encoder manifest's)")
     p.add_argument("--label-map", type=Path, help="JSON {their_label: our_label}; scores only the mapped labels")
     p.add_argument("--no-baseline", action="store_true", help="skip the n-gram TF-IDF baseline")
+    p.add_argument("--baseline-data", type=Path, help="dataset folder the baseline trains on (default: --data's)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_evaluate)
 

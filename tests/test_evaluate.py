@@ -101,9 +101,12 @@ def test_evaluate_with_a_label_map_scores_only_mapped_labels(
     label_map = tmp_path / "map.json"
     label_map.write_text(json.dumps({v: k for k, v in renamed.items()}))
     report = run_evaluation(
-        EvalConfig(data=theirs, encoder=encoder_dir, out=tmp_path / "r", label_map=label_map, baseline=False),
+        EvalConfig(
+            data=theirs, encoder=encoder_dir, out=tmp_path / "r", label_map=label_map, baseline_data=dataset_dir
+        ),
         progress=False,
     )
+    assert set(report["overall"]) == {"encoder", "ngram_baseline"}  # trained on dataset_dir, scored on theirs
     assert report["labels"] == ["technical_issue", "billing"]
     assert set(report["per_label"]["encoder"]) == {"technical_issue", "billing"}
     support = report["per_label"]["encoder"]["billing"]["support"]

@@ -46,6 +46,9 @@ class EvalConfig:
     """The server's settings object: LLM backend and quantisation, device, escalation threshold, merge policy."""
     label_map: Path | None = None
     baseline: bool = True
+    baseline_data: Path | None = None
+    """Dataset folder whose train/validation splits fit the n-gram baseline; default: the test file's folder.
+    For a test set with no training data beside it (``evalsets/proxy``), point it at the generated data."""
     llm_batch_size: int = 16
 
 
@@ -180,7 +183,7 @@ def run_evaluation(config: EvalConfig, progress: bool = True) -> dict[str, Any]:
         systems.append(System("hybrid", preds, hybrid_seconds, escalation_rate=rate))
         curve = escalation_curve(pipeline, probs, llm_labels, y, labels)
     if config.baseline:
-        baseline = _run_baseline(test_file, texts, ours)
+        baseline = _run_baseline(config.baseline_data or test_file.parent, texts, ours)
         if baseline is not None:
             systems.append(baseline)
 
@@ -217,14 +220,13 @@ def _run_llm(config: EvalConfig, texts: Sequence[str], progress: bool) -> tuple[
     return out, seconds, info
 
 
-def _run_baseline(test_file: Path, texts: Sequence[str], labels: list[str]) -> System | None:
-    """Fit the n-gram baseline on the test file's sibling train/validation splits, if there are any."""
+def _run_baseline(folder: Path, texts: Sequence[str], labels: list[str]) -> System | None:
+    """Fit the n-gram baseline on ``folder``'s train/validation splits, if there are any."""
     from models.baseline import NgramBaseline
 
-    folder = test_file.parent
     train, val = folder / "train.jsonl", folder / "validation.jsonl"
     if not (train.exists() and val.exists()):
-        logger.info("no train.jsonl/validation.jsonl beside %s: skipping the n-gram baseline", test_file)
+        logger.info("no train.jsonl/validation.jsonl in %s: skipping the n-gram baseline (see --baseline-data)", folder)
         return None
     baseline = NgramBaseline().fit(read_examples(train), read_examples(val), labels)
     start = time.perf_counter()
