@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -231,3 +232,11 @@ def test_gpt_oss_mxfp4_checkpoints_load_dequantised_for_nf4_and_none() -> None:
     assert kwargs["quantization_config"].bnb_4bit_compute_dtype == torch.float32  # bf16 on CUDA
     with pytest.raises(HardwareError, match=r"mxfp4.*triton>=3.4.*use quantization 'nf4'"):
         quantization_kwargs("mxfp4", cpu, "mxfp4")
+
+
+def test_generation_stops_at_the_callers_deadline(classifier: LocalLLMClassifier) -> None:
+    """A passed deadline is an error, never a truncated (wrong) answer; a far one changes nothing."""
+    with pytest.raises(ModelError, match="deadline passed with 4 of 4 ticket\\(s\\) unanswered"):
+        classifier.classify_batch(TICKETS[:4], deadline=time.monotonic() - 1.0)
+    far = classifier.classify_batch(TICKETS[:4], deadline=time.monotonic() + 600.0)
+    assert far == classifier.classify_batch(TICKETS[:4])
