@@ -22,6 +22,10 @@ logger = logging.getLogger("triage")
 DEFAULT_DATA = Path("data/eurochef")
 DEFAULT_CHECKPOINTS = Path("checkpoints/default")
 DEFAULT_TARGET_ESCALATION = 0.15
+DEFAULT_CALIBRATION = Path("evalsets/proxy/validation.jsonl")
+"""Tickets people wrote, never trained on: the default build calibrates confidence and routing on them."""
+CALIBRATION_MIN_POSITIVES = 8
+"""A label with fewer positives in the calibration file shares the global temperature (220 tickets: few)."""
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -110,10 +114,19 @@ def _print_metrics(metrics: dict[str, object], out: Path, version: str) -> None:
 
 
 def build_default(
-    data: Path, checkpoints: Path, if_missing: bool, n: int, seed: int, progress: bool, adapter: bool = True
+    data: Path,
+    checkpoints: Path,
+    if_missing: bool,
+    n: int,
+    seed: int,
+    progress: bool,
+    adapter: bool = True,
+    calibration: Path | None = DEFAULT_CALIBRATION,
 ) -> bool:
-    """Generate the EuroChef+ data, train the tiny encoder (escalation threshold at the validation 15 % quantile)
-    and the tiny adapter into ``checkpoints``.
+    """Generate the EuroChef+ data, train the tiny encoder and the tiny adapter into ``checkpoints``, then fit the
+    encoder's temperatures and thresholds, the escalation threshold (15 %) and the per-label merge policy on
+    ``calibration``: tickets people wrote (the proxy's validation half), so that confidence transfers to real
+    traffic. Without that file the generated validation split is used, with a warning.
 
     With ``if_missing``, each checkpoint that already exists is kept. Returns False if nothing was built.
     """
@@ -129,26 +142,67 @@ def build_default(
     if not (data / "train.jsonl").exists() or not if_missing:
         write_generated_dataset(data, n=n, seed=seed, progress=progress)
     if need_encoder:
-        from app.jobs.operating_point import RouterTarget, calibrate_router
-
         manifest = train_encoder(data, encoder_dir, EncoderTrainingArgs.for_base_model("tiny", seed=seed), progress)
         _print_metrics(manifest.metrics, encoder_dir, manifest.version)
-        calibrate_router(encoder_dir, data, RouterTarget(escalation=DEFAULT_TARGET_ESCALATION))
     if need_adapter:
         from models.train_adapter import AdapterTrainingArgs, train_adapter
 
         adapter_args = AdapterTrainingArgs.for_base_model("tiny", seed=seed)
         adapter_manifest = train_adapter(data, adapter_dir, adapter_args, progress)
         _print_metrics(adapter_manifest.metrics, adapter_dir, adapter_manifest.version)
+    if need_encoder:
+        calibrate_default(encoder_dir, adapter_dir if adapter else None, data, calibration)
     return True
+
+
+def calibrate_default(encoder_dir: Path, adapter_dir: Path | None, data: Path, calibration: Path | None) -> None:
+    """Temperatures and thresholds, then the 15 % operating point and per-label arbitration, on ``calibration``."""
+    from app.jobs.operating_point import RouterTarget, calibrate_router
+    from models.calibrate import calibrate_checkpoint
+
+    if calibration is None or not calibration.exists():
+        logger.warning(
+            "calibration file %s not found: calibrating on the generated validation split, whose confidence does "
+            "not transfer to real tickets",
+            calibration,
+        )
+        calibration = data / "validation.jsonl"
+    calibrate_checkpoint(encoder_dir, calibration, min_positives=CALIBRATION_MIN_POSITIVES)
+    has_adapter = adapter_dir is not None and (adapter_dir / "triage_manifest.json").exists()
+    router = calibrate_router(
+        encoder_dir,
+        calibration,
+        RouterTarget(escalation=DEFAULT_TARGET_ESCALATION),
+        adapter=adapter_dir if has_adapter else None,
+        arbitrate_labels=has_adapter,
+    )
+    print(
+        f"calibrated on {calibration}: escalation threshold {router['escalation_threshold']:.4f}, "
+        f"merge policy {router.get('merge_policy', 'default')}"
+    )
 
 
 def _build_default(args: argparse.Namespace) -> int:
     built = build_default(
-        args.data, args.checkpoints, args.if_missing, args.n, args.seed, not args.quiet, adapter=not args.no_adapter
+        args.data,
+        args.checkpoints,
+        args.if_missing,
+        args.n,
+        args.seed,
+        not args.quiet,
+        adapter=not args.no_adapter,
+        calibration=args.calibration,
     )
     if not built:
         print(f"default checkpoint present in {args.checkpoints}; nothing to do")
+    return 0
+
+
+def _ablate(args: argparse.Namespace) -> int:
+    from app.jobs.ablation import parse_variant, run_ablation
+
+    variants = [parse_variant(spec, args.data) for spec in args.variant]
+    run_ablation(variants, args.eval, args.out, progress=not args.quiet)
     return 0
 
 
@@ -230,13 +284,17 @@ def _calibrate_router(args: argparse.Namespace) -> int:
     router, written = in_new_version(
         args.encoder,
         "calibrate-router",
-        lambda folder: calibrate_router(folder, args.data, target, adapter=args.adapter, settings=settings),
+        lambda folder: calibrate_router(
+            folder, args.data, target, adapter=args.adapter, settings=settings, arbitrate_labels=args.arbitrate
+        ),
     )
     print(
         f"escalation threshold {router['escalation_threshold']:.4f}: "
         f"{router['validation_escalation_rate']:.1%} of {router['validation_tickets']} validation tickets escalate; "
         f"written to {written}/triage_manifest.json"
     )
+    if "merge_policy" in router:
+        print(f"merge policy {router['merge_policy']}")
     return 0
 
 
@@ -335,6 +393,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--if-missing", action="store_true", help="build only the checkpoints that are missing")
     p.add_argument("--no-adapter", action="store_true", help="encoder only (the LLM tier then reports unavailable)")
+    p.add_argument(
+        "--calibration",
+        type=Path,
+        default=DEFAULT_CALIBRATION,
+        help="labelled tickets for temperatures, thresholds, escalation threshold and arbitration",
+    )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_build_default)
 
@@ -351,6 +415,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_evaluate)
 
+    p = sub.add_parser("ablate", help="train encoder variants and score each on tickets people wrote")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="dataset folder of variants that name none")
+    p.add_argument("--eval", type=Path, default=DEFAULT_CALIBRATION, help="labelled file to score on")
+    p.add_argument(
+        "--variant",
+        action="append",
+        required=True,
+        help="name:key=value,... with training settings (augment, tiny_tokenizer, tiny_hidden_size, tiny_layers, "
+        "dropout, epochs...) and data=FOLDER; repeat for each row",
+    )
+    p.add_argument("--out", type=Path, required=True, help="folder for the checkpoints, ablation.md/json/png")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_ablate)
+
     p = sub.add_parser("calibrate", help="temperature scaling + threshold re-tuning of an encoder, on validation data")
     p.add_argument("--encoder", type=Path, required=True)
     p.add_argument("--data", type=Path, required=True, help="validation .jsonl, or a dataset folder")
@@ -365,6 +443,9 @@ def build_parser() -> argparse.ArgumentParser:
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--target-escalation", type=float, help="share of tickets to escalate, e.g. 0.15")
     target.add_argument("--target-f1", type=float, help="smallest escalation rate whose hybrid F1 micro reaches this")
+    p.add_argument(
+        "--arbitrate", action="store_true", help="also choose per label whose answer escalations keep (needs --adapter)"
+    )
     p.set_defaults(func=_calibrate_router)
 
     p = sub.add_parser("retrain", help="train, calibrate, evaluate; promote only if not worse than what is served")

@@ -204,10 +204,51 @@ def _check_temperatures(temperatures: Sequence[float], logits: NDArray[np.float6
     return temps
 
 
-def apply_temperatures(logits: ArrayLike, temperatures: Sequence[float]) -> np.ndarray:
-    """Calibrated probabilities ``sigmoid(logits / T)``, one temperature per label (the last axis)."""
+def apply_temperatures(
+    logits: ArrayLike, temperatures: Sequence[float], biases: Sequence[float] | None = None
+) -> np.ndarray:
+    """Calibrated probabilities ``sigmoid(logits / T + b)``, one temperature (and bias) per label (the last
+    axis); no biases means zeros."""
     z = np.asarray(logits, dtype=np.float64)
-    return _sigmoid(z / _check_temperatures(temperatures, z))
+    scaled = z / _check_temperatures(temperatures, z)
+    if biases:
+        b = np.asarray(biases, dtype=np.float64)
+        if b.shape != (scaled.shape[-1],) or not np.isfinite(b).all():
+            raise ValueError(f"expected one finite bias per label ({scaled.shape[-1]}); found {b.tolist()}")
+        scaled = scaled + b
+    return _sigmoid(scaled)
+
+
+BIAS_LIMIT = 8.0
+BIAS_RIDGE = 1e-3
+"""The bias of a label with one class only in the data would run off to infinity: a small ridge holds it."""
+
+
+def fit_biases(
+    logits: ArrayLike, y: ArrayLike, temperatures: Sequence[float], ridge: float = BIAS_RIDGE
+) -> list[float]:
+    """Per label, the bias ``b`` minimising the cross-entropy of ``sigmoid(logit / T + b)`` (plus ``ridge * b**2``).
+
+    Temperature scaling sharpens or softens but cannot move a label's base rate: a model trained with a positive
+    class weight, or on data whose label frequencies differ from traffic, predicts a label too often at every
+    confidence. The bias corrects that shift (temperature + bias is Platt scaling). Newton's method on a convex
+    1-D problem; the result is clipped to ``±BIAS_LIMIT``.
+    """
+    z, t = _as_pair(logits, y, "logits")
+    scaled = z / _check_temperatures(temperatures, z)
+    biases = []
+    for i in range(scaled.shape[1]):
+        b = 0.0
+        for _ in range(50):
+            p = _sigmoid(scaled[:, i] + b)
+            grad = float(np.mean(p - t[:, i])) + 2 * ridge * b
+            hess = float(np.mean(p * (1 - p))) + 2 * ridge
+            step = grad / hess
+            b = float(np.clip(b - step, -BIAS_LIMIT, BIAS_LIMIT))
+            if abs(step) < 1e-8:
+                break
+        biases.append(b)
+    return biases
 
 
 def _bin_index(p: NDArray[np.float64], bins: int) -> NDArray[np.intp]:

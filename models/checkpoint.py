@@ -57,6 +57,8 @@ class Manifest:
     created_at: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     extra: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    biases: list[float] = field(default_factory=list)
+    """Per-label bias added after the temperature (``sigmoid(logit / T + b)``); empty means zeros."""
 
     def labels(self) -> list[str]:
         return Taxonomy.from_dict(self.taxonomy).names
@@ -65,6 +67,12 @@ class Manifest:
         """The escalation threshold ``triage calibrate-router`` stored here (None if never run), and its source."""
         router = self.extra.get("router", {})
         return router.get("escalation_threshold"), str(router.get("source", ""))
+
+    def router_merge_policy(self) -> tuple[str | None, str]:
+        """The per-label merge policy ``triage calibrate-router --arbitrate`` stored here (None if never), and its
+        source."""
+        router = self.extra.get("router", {})
+        return router.get("merge_policy"), str(router.get("merge_policy_source", ""))
 
     def write(self, folder: Path) -> None:
         """Write the manifest atomically (temp file + rename): a reader sees the old or the new one, never half."""
@@ -134,10 +142,12 @@ def read_manifest(folder: str | Path, kind: str | None = None) -> Manifest:
     if kind is not None and manifest.kind != kind:
         raise CheckpointError(f"{folder} holds a {manifest.kind!r} checkpoint, expected {kind!r}")
     n = len(manifest.labels())
-    if manifest.kind == "encoder" and (len(manifest.thresholds) != n or len(manifest.temperatures) != n):
+    if manifest.kind == "encoder" and (
+        len(manifest.thresholds) != n or len(manifest.temperatures) != n or len(manifest.biases) not in (0, n)
+    ):
         raise CheckpointError(
-            f"{path}: {n} labels but {len(manifest.thresholds)} thresholds "
-            f"and {len(manifest.temperatures)} temperatures"
+            f"{path}: {n} labels but {len(manifest.thresholds)} thresholds, "
+            f"{len(manifest.temperatures)} temperatures and {len(manifest.biases)} biases"
         )
     return manifest
 

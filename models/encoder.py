@@ -54,6 +54,7 @@ class EncoderClassifier:
         self.thresholds = list(manifest.thresholds)
         self.max_length = manifest.max_length
         self._temperatures = torch.tensor(manifest.temperatures, dtype=torch.float32)
+        self._biases = torch.tensor(manifest.biases or [0.0] * len(self.labels), dtype=torch.float32)
         self._pad_id = int(tokenizer.pad_token_id)
         self.warmed_up = False
         self.load_seconds = 0.0
@@ -100,7 +101,7 @@ class EncoderClassifier:
     def predict_ids(self, batch: Sequence[Sequence[int]]) -> Probs:
         """Pad one batch of token-id lists, run one forward pass, return (n, labels) calibrated probabilities."""
         logits = torch.from_numpy(self.logits_ids(batch))
-        return torch.sigmoid(logits / self._temperatures).numpy()
+        return torch.sigmoid(logits / self._temperatures + self._biases).numpy()
 
     @torch.inference_mode()
     def logits_ids(self, batch: Sequence[Sequence[int]]) -> Probs:

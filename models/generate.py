@@ -3,22 +3,29 @@
 EuroChef+ is a fictional European culinary streaming service (cooking shows, chefs, recipes, live classes;
 Free, Premium at €12.99/month, Family and Enterprise plans). Tickets are built compositionally:
 
-1. labels are sampled with priors and co-occurrences (:func:`_sample_labels`);
-2. each label contributes one cue fragment in the ticket's language, drawn from that language's cue pool
-   and filled from vocabularies (dishes, chefs, shows, devices, error codes, prices, dates...);
-3. fragments are assembled with optional greetings, label-free filler sentences, sign-offs and signatures,
-   in one of three styles (terse one-liner, plain message, e-mail);
+1. labels are sampled with priors and co-occurrences (:func:`_sample_labels`), including a few tickets with
+   no topic at all (pure praise);
+2. each label contributes one fragment in the ticket's language: most often a realisation of one of the label's
+   *scenario families* (a situation told explicitly or only implied: a class tonight for ``urgent``, "third
+   mail" for ``frustrated``), otherwise an explicit cue; both are filled from vocabularies (dishes, chefs,
+   shows, devices, error codes, prices, dates...);
+3. fragments are assembled with optional greetings, label-free context sentences, *distractors* (label-free
+   sentences that use a label's words without carrying it: a recipe's price is not billing), sign-offs and
+   signatures, in one of three styles (terse one-liner, plain message, e-mail);
 4. the mess of real support is added: typos, lower case, CAPS, missing punctuation or accents, emoji,
-   English tech words in French, German and Dutch.
+   English tech words in French, German and Dutch;
+5. a little label noise: a few training tickets lose one of their labels, as hurried annotators do.
 
-The wording is data, the assembly is code. ``models/phrases/<lang>.json`` holds one language's cue pools,
-fillers, greetings, sign-offs, names, connectors, vocabularies, month names, date and money formats and noise
-tables; ``models/phrases/shared.json`` the language-independent vocabularies and emoji. :func:`phrase_book`
-reads them on first use (never at import) and checks them against :data:`LANGUAGE_SCHEMA` and
+The wording is data, the assembly is code. ``models/phrases/<lang>.json`` holds one language's explicit cue
+pools, fillers, greetings, sign-offs, names, connectors, vocabularies, month names, date and money formats and
+noise tables; ``models/phrases/scenes_<lang>.json`` its scenario families, distractors and context sentences;
+``models/phrases/shared.json`` the language-independent vocabularies and emoji. :func:`phrase_book` reads them
+on first use (never at import) and checks them against :data:`LANGUAGE_SCHEMA`, :data:`SCENES_SCHEMA` and
 :data:`SHARED_SCHEMA`; label priors, generated slots (amounts, dates, error codes) and noise rates stay here.
 
-Every fifth template of each cue pool (by index) is *held out*: ``test_heldout`` uses only those, and the
-other splits never do, so a model's score there measures generalisation to unseen phrasings.
+Held out for ``test_heldout`` (and never used by the other splits): every fourth *scenario family* of each label
+and every fifth explicit cue, so a model's score there measures generalisation to situations, not only
+phrasings, it never saw.
 """
 
 from __future__ import annotations
@@ -48,7 +55,7 @@ from models.taxonomy import Taxonomy, load_taxonomy
 
 logger = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 LANGUAGE_WEIGHTS: dict[str, float] = {"en": 0.40, "de": 0.25, "fr": 0.20, "nl": 0.15}
 
 TOPICS = ("technical_issue", "billing", "account_access", "content_request", "feature_request", "cancellation")
@@ -59,6 +66,14 @@ LABELS = TOPICS + URGENCY + USER_TYPES + EMOTIONS
 
 HELDOUT_EVERY = 5
 """Template ``i`` of every cue pool is held out when ``i % HELDOUT_EVERY == HELDOUT_EVERY - 1``."""
+HELDOUT_FAMILY_EVERY = 4
+"""Scenario family ``j`` of a label (in file order) is held out when ``j % 4 == 3``."""
+EXPLICIT_P = 0.3
+"""Probability that a label is expressed by an explicit cue rather than a scenario family's realisation."""
+PRAISE_ONLY_P = 0.03
+"""Tickets with no topic: praise (``satisfied``), perhaps with a user type."""
+LABEL_NOISE_P = 0.02
+"""Training tickets that lose one label (never the only one): annotation noise the model must tolerate."""
 
 MIN_TICKETS = 10
 
@@ -69,6 +84,7 @@ MIN_TICKETS = 10
 
 PHRASES_PACKAGE = "models.phrases"
 SHARED_FILE = "shared.json"
+SCENES_FILE = "scenes_{lang}.json"
 MIN_TOPIC_TEMPLATES = 12
 MIN_CUE_TEMPLATES = 8
 MIN_FILLERS = 3  # a ticket takes up to three, drawn without replacement
@@ -77,6 +93,7 @@ EMOJI_MOODS = ("aggressive", "frustrated", "confused", "satisfied", "urgent")
 
 STRINGS = "a list of strings"
 POOLS = "an object of string lists"
+FAMILIES = "an object of labels, each an object of scenario families (string lists)"
 MAPPING = "an object of strings"
 TEXT = "a string"
 
@@ -131,6 +148,25 @@ LANGUAGE_SCHEMA: dict[str, Field] = {
 }
 """The schema of ``models/phrases/<lang>.json``: every key is required and no other is allowed."""
 
+MIN_TOPIC_FAMILIES = 8
+MIN_FAMILIES = 6
+MIN_REALISATIONS = 6
+SCENES_SCHEMA: dict[str, Field] = {
+    # label -> family -> realisations. Topic realisations must not reveal urgency, user type or emotion, and the
+    # others no topic; at least half of each label's realisations imply the label without naming it.
+    "families": Field(
+        FAMILIES,
+        min_items=MIN_REALISATIONS,
+        required={label: MIN_TOPIC_FAMILIES if label in TOPICS else MIN_FAMILIES for label in LABELS},
+        closed=True,
+        unique=True,
+        slots=True,
+    ),
+    "distractors": Field(STRINGS, min_items=40, unique=True, slots=True),  # a label's words, none of its meaning
+    "context": Field(STRINGS, min_items=40, unique=True, slots=True),  # label-free narrative sentences
+}
+"""The schema of ``models/phrases/scenes_<lang>.json``: every key is required and no other is allowed."""
+
 SHARED_SCHEMA: dict[str, Field] = {
     "vocab": Field(POOLS, required={"username": 1, "domain": 1}),  # the {email} slot draws from these two
     "emoji": Field(POOLS, required={mood: 1 for mood in (*EMOJI_MOODS, "none")}, closed=True),
@@ -165,6 +201,10 @@ class LanguagePhrases:
     accent_folds: Mapping[str, str]
     keep_case: tuple[str, ...]
     emoji: Mapping[str, tuple[str, ...]]
+    families: Mapping[str, tuple[tuple[str, tuple[str, ...]], ...]]
+    """label -> its scenario families in file order, each (name, realisations)."""
+    distractors: tuple[str, ...]
+    context: tuple[str, ...]
 
 
 def _json_type(value: object) -> str:
@@ -191,8 +231,8 @@ class _PhraseFile:
             data = json.loads(file.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise DataError(
-                f"{self.source}: file not found; the generator needs shared.json and one "
-                f"<language>.json for each of {', '.join(LANGUAGE_WEIGHTS)}"
+                f"{self.source}: file not found; the generator needs shared.json and a <language>.json "
+                f"and scenes_<language>.json for each of {', '.join(LANGUAGE_WEIGHTS)}"
             ) from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise DataError(f"{self.source}: not valid UTF-8 JSON: {exc}") from None
@@ -229,6 +269,9 @@ class _PhraseFile:
                         f"expected a non-empty name mapped to a string, found {native!r}: {_json_type(replacement)}",
                     )
             return
+        if field.kind == FAMILIES:
+            self._check_families(key, field, value)
+            return
         missing = [name for name in field.required if name not in value]
         if missing:
             self.fail(key, f"expected a pool for each of {', '.join(field.required)}; missing: {', '.join(missing)}")
@@ -239,6 +282,28 @@ class _PhraseFile:
             self._check_strings(
                 f"{key}.{name}", replace(field, min_items=field.required.get(name, field.min_items)), pool
             )
+
+    def _check_families(self, key: str, field: Field, value: dict[str, Any]) -> None:
+        labels = ", ".join(field.required)
+        missing = [name for name in field.required if name not in value]
+        if missing:
+            self.fail(key, f"expected families for each of {labels}; missing: {', '.join(missing)}")
+        if extra := sorted(set(value) - set(field.required)):
+            self.fail(key, f"expected only the labels {labels}; unexpected: {', '.join(extra)}")
+        seen: dict[str, str] = {}
+        for label, families in value.items():
+            if not isinstance(families, dict):
+                self.fail(f"{key}.{label}", f"expected an object of scenario families, found {_json_type(families)}")
+            self._check_size(f"{key}.{label}", field.required[label], None, len(families))
+            for name, pool in families.items():
+                where = f"{key}.{label}.{name}"
+                if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+                    self.fail(where, f"expected a snake_case family name, found {name!r}")
+                self._check_strings(where, replace(field, kind=STRINGS), pool)
+                for text in pool:
+                    if text in seen:
+                        self.fail(where, f"expected distinct realisations, found {text!r} also in {seen[text]}")
+                    seen[text] = where
 
     def _check_size(self, key: str, low: int, high: int | None, found: int) -> None:
         if found < low or (high is not None and found > high):
@@ -287,6 +352,8 @@ class _PhraseFile:
         """Every ``{slot}`` in the templates under ``keys`` must be a generated slot or a vocabulary."""
         for key in keys:
             pools = data[key].items() if isinstance(data[key], dict) else [(None, data[key])]
+            if self.schema[key].kind == FAMILIES:
+                pools = [(f"{label}.{name}", t) for label, fam in data[key].items() for name, t in fam.items()]
             for name, templates in pools:
                 path = key if name is None else f"{key}.{name}"
                 for i, template in enumerate(templates):
@@ -310,8 +377,9 @@ class _PhraseFile:
 def load_phrases(root: Traversable | Path | None = None) -> dict[str, LanguagePhrases]:
     """Read and validate the phrase files in ``root`` (default: the bundled ``models/phrases`` folder).
 
-    Reads ``shared.json`` against :data:`SHARED_SCHEMA` and one ``<language>.json`` per language of
-    :data:`LANGUAGE_WEIGHTS` against :data:`LANGUAGE_SCHEMA`. Raises :class:`DataError` naming the file, the key
+    Reads ``shared.json`` against :data:`SHARED_SCHEMA`, and for each language of :data:`LANGUAGE_WEIGHTS` its
+    ``<language>.json`` against :data:`LANGUAGE_SCHEMA` and ``scenes_<language>.json`` against
+    :data:`SCENES_SCHEMA`. Raises :class:`DataError` naming the file, the key
     and what was expected and found.
     """
     folder = root if root is not None else resources.files(PHRASES_PACKAGE)
@@ -329,6 +397,10 @@ def load_phrases(root: Traversable | Path | None = None) -> dict[str, LanguagePh
         checker.check_slots(
             tuple(key for key, field in LANGUAGE_SCHEMA.items() if field.slots), data, set(SLOT_FUNCS) | set(vocab)
         )
+        scenes_file = folder.joinpath(SCENES_FILE.format(lang=lang))
+        scenes_checker = _PhraseFile(str(scenes_file), SCENES_SCHEMA)
+        scenes = scenes_checker.read(scenes_file)
+        scenes_checker.check_slots(tuple(SCENES_SCHEMA), scenes, set(SLOT_FUNCS) | set(vocab))
         book[lang] = LanguagePhrases(
             language=lang,
             cues={label: tuple(data["cues"][label]) for label in LABELS},
@@ -347,6 +419,12 @@ def load_phrases(root: Traversable | Path | None = None) -> dict[str, LanguagePh
             accent_folds=dict(data["accent_folds"]),
             keep_case=tuple(data["keep_case"]),
             emoji={mood: tuple(pool) for mood, pool in shared["emoji"].items()},
+            families={
+                label: tuple((name, tuple(pool)) for name, pool in scenes["families"][label].items())
+                for label in LABELS
+            },
+            distractors=tuple(scenes["distractors"]),
+            context=tuple(scenes["context"]),
         )
     return book
 
@@ -429,6 +507,27 @@ def _pool(phrases: LanguagePhrases, label: str, heldout: bool) -> list[tuple[int
     return [(i, t) for i, t in enumerate(phrases.cues[label]) if _is_heldout(i) == heldout]
 
 
+def _families(phrases: LanguagePhrases, label: str, heldout: bool) -> list[tuple[str, tuple[str, ...]]]:
+    """The scenario families of one label on one side of the seen / held-out split."""
+    every = HELDOUT_FAMILY_EVERY
+    return [fam for j, fam in enumerate(phrases.families[label]) if (j % every == every - 1) == heldout]
+
+
+def _realise(label: str, phrases: LanguagePhrases, rng: random.Random, heldout: bool) -> tuple[str, str]:
+    """One template for a label and its id: an explicit cue (``lang:label:i``) or a family's realisation
+    (``lang:label:family:i``)."""
+    if rng.random() < EXPLICIT_P:
+        index, template = rng.choice(_pool(phrases, label, heldout))
+        return template, f"{phrases.language}:{label}:{index}"
+    name, pool = rng.choice(_families(phrases, label, heldout))
+    index = rng.randrange(len(pool))
+    return pool[index], f"{phrases.language}:{label}:{name}:{index}"
+
+
+def _length(candidate: tuple[str, str]) -> int:
+    return len(candidate[0])
+
+
 def _template_ids(example: Example) -> list[str]:
     """The ``lang:label:index`` ids of the cue templates an example was built from (kept in memory only)."""
     return list(example.meta.get("templates", []))
@@ -469,7 +568,13 @@ USER_TYPE_PRIORS = {True: (0.40, 0.12, 0.08), False: (0.26, 0.30, 0.08)}  # keye
 
 
 def _sample_labels(rng: random.Random) -> set[str]:
-    """Sample a consistent label set: 1-2 topics, at most one urgency and user type, 0-2 emotions."""
+    """Sample a consistent label set: 1-2 topics (none for praise), at most one urgency and user type, 0-2
+    emotions."""
+    if rng.random() < PRAISE_ONLY_P:
+        praise = {"satisfied"}
+        if rng.random() < 0.5:
+            praise.add(rng.choice(USER_TYPES))
+        return praise
     primary = rng.choices(list(TOPIC_WEIGHTS), weights=list(TOPIC_WEIGHTS.values()))[0]
     labels = {primary}
     if rng.random() < SECOND_TOPIC_P:
@@ -555,20 +660,23 @@ def _code_switch(text: str, phrases: LanguagePhrases, rng: random.Random) -> str
 
 
 def _fragments(
-    labels: set[str], phrases: LanguagePhrases, rng: random.Random, heldout: bool
+    labels: set[str], phrases: LanguagePhrases, rng: random.Random, heldout: bool, short: bool = False
 ) -> tuple[list[str], list[str], list[str]]:
-    """One filled cue fragment per label: (topic fragments, other fragments, template ids)."""
+    """One filled cue fragment per label: (topic fragments, other fragments, template ids). ``short``: the
+    shorter of two drawn templates, for one-liners."""
     topics: list[str] = []
     others: list[str] = []
     ids: list[str] = []
     for label in LABELS:
         if label not in labels or (label == "frustrated" and "aggressive" in labels and rng.random() < 0.6):
             continue
-        index, template = rng.choice(_pool(phrases, label, heldout))
+        template, template_id = _realise(label, phrases, rng, heldout)
+        if short:
+            template, template_id = min((template, template_id), _realise(label, phrases, rng, heldout), key=_length)
         text = _fill(template, phrases, rng)
         if (label == "aggressive" and rng.random() < 0.35) or (label == "urgent" and rng.random() < 0.2):
             text = text.upper()
-        ids.append(f"{phrases.language}:{label}:{index}")
+        ids.append(template_id)
         (topics if label in TOPICS else others).append(text)
     rng.shuffle(topics)
     rng.shuffle(others)
@@ -577,11 +685,13 @@ def _fragments(
 
 def _compose(labels: set[str], phrases: LanguagePhrases, rng: random.Random, heldout: bool) -> tuple[str, list[str]]:
     """Assemble a ticket text for a label set; return the text and its cue template ids."""
-    topics, others, ids = _fragments(labels, phrases, rng, heldout)
-    style = rng.choices(("terse", "plain", "mail"), weights=(0.20, 0.50, 0.30))[0]
+    style = rng.choices(("terse", "plain", "mail"), weights=(0.25, 0.45, 0.30))[0]
+    topics, others, ids = _fragments(labels, phrases, rng, heldout, short=style == "terse")
     body = topics + others
     if rng.random() < 0.25:  # topic usually leads, but not always
         rng.shuffle(body)
+    if rng.random() < (0.05 if style == "terse" else 0.35):  # a label's words without its meaning
+        body.insert(rng.randint(0, len(body)), _fill(rng.choice(phrases.distractors), phrases, rng))
     if style != "terse":  # short cue phrasings mostly get a full stop inside longer messages
         body = [f"{part}." if part[-1].isalnum() and rng.random() < 0.6 else part for part in body]
     _decorate(body, labels, phrases, rng)
@@ -591,8 +701,8 @@ def _compose(labels: set[str], phrases: LanguagePhrases, rng: random.Random, hel
         if rng.random() < 0.5:
             text = text.lower()
     else:
-        n_fillers = rng.choices((0, 1, 2), weights=(0.55, 0.30, 0.15))[0] + (style == "mail")
-        for filler in rng.sample(phrases.fillers, n_fillers):
+        n_fillers = rng.choices((0, 1, 2), weights=(0.50, 0.32, 0.18))[0] + (style == "mail") * rng.randint(1, 4)
+        for filler in rng.sample(phrases.fillers + phrases.context, n_fillers):
             body.insert(rng.randint(0, len(body)), _fill(filler, phrases, rng))
         for i in range(1, len(body)):
             if body[i][0].isalpha() and rng.random() < 0.12:
@@ -698,18 +808,38 @@ def _generate(n: int, seed: int, taxonomy: Taxonomy, progress: bool) -> dict[str
         for i in range(n_heldout):
             heldout.append(_make_example(f"eurochef-h-{i:06d}", rng, True, taxonomy.names, book))
             bar.update()
+    noise = random.Random(seed + 1)  # its own stream: the texts do not depend on it
+    train = [_drop_a_label(ex, noise) if noise.random() < LABEL_NOISE_P else ex for ex in seen[:n_train]]
     return {
-        "train": seen[:n_train],
+        "train": train,
         "validation": seen[n_train : n_train + n_val],
         "test": seen[n_train + n_val :],
         "test_heldout": heldout,
     }
 
 
+def _drop_a_label(example: Example, rng: random.Random) -> Example:
+    """The example without one of its labels: a little annotation noise that keeps the taxonomy's rules (never the
+    only topic, nor ``frustrated`` under ``aggressive``)."""
+    topics = [label for label in example.labels if label in TOPICS]
+    droppable = [
+        label
+        for label in example.labels
+        if not (label in TOPICS and len(topics) == 1) and not (label == "frustrated" and "aggressive" in example.labels)
+    ]
+    if len(example.labels) < 2 or not droppable:
+        return example
+    dropped = rng.choice(droppable)
+    meta = {**example.meta, "noise": f"dropped {dropped}"}
+    return replace(example, labels=tuple(label for label in example.labels if label != dropped), meta=meta)
+
+
 def generate_splits(n: int, seed: int, taxonomy: Taxonomy | None = None) -> dict[str, list[Example]]:
     """Generate ``n`` tickets split 70/15/15 into train/validation/test, plus ``round(0.15*n)`` held-out tickets.
 
-    train, validation and test use only the 'seen' cue templates; ``test_heldout`` uses only the held-out ones.
+    train, validation and test use only the 'seen' scenario families and cue templates; ``test_heldout`` uses only
+    the held-out ones. A few training tickets (:data:`LABEL_NOISE_P`) lose one label, marked in
+    ``meta['noise']``.
     Each example's ``meta['templates']`` lists its cue template ids (``lang:label:index``); it is not written to
     disk by :func:`write_generated_dataset`. The same ``seed`` always gives the same tickets.
     """

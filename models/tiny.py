@@ -16,16 +16,34 @@ TINY = "tiny"
 SPECIAL_TOKENS = ["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"]
 
 
-def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 8000, max_length: int = 256) -> PreTrainedTokenizerFast:
-    """A byte-fallback-free BPE tokenizer on NFKC + Metaspace, wrapped for ``save_pretrained``.
+TOKENIZER_KINDS = ("bpe", "bytelevel")
 
+
+def train_bpe_tokenizer(
+    texts: Iterable[str], vocab_size: int = 8000, max_length: int = 256, kind: str = "bpe"
+) -> PreTrainedTokenizerFast:
+    """A BPE tokenizer trained on ``texts``, wrapped for ``save_pretrained``.
+
+    ``bpe``: NFKC + Metaspace pieces over the characters seen in training (an unseen character is ``[UNK]``).
+    ``bytelevel``: NFKC + lower-case-free byte-level BPE: every byte is in the alphabet, so no text is ever
+    ``[UNK]``; rare accented letters cost two tokens instead of one.
     BPE rather than Unigram: on a corpus this small Unigram stops early and splits common words (see FACTS.md).
     """
-    tok = Tokenizer(models.BPE(unk_token="[UNK]"))
+    if kind not in TOKENIZER_KINDS:
+        raise ValueError(f"tokenizer kind must be one of {', '.join(TOKENIZER_KINDS)}, found {kind!r}")
+    tok = Tokenizer(models.BPE(unk_token=None if kind == "bytelevel" else "[UNK]"))
     tok.normalizer = normalizers.NFKC()
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Metaspace(), pre_tokenizers.Punctuation()])
-    tok.decoder = decoders.Metaspace()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2, special_tokens=SPECIAL_TOKENS)
+    if kind == "bytelevel":
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+        tok.decoder = decoders.ByteLevel()
+        alphabet = pre_tokenizers.ByteLevel.alphabet()
+    else:
+        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Metaspace(), pre_tokenizers.Punctuation()])
+        tok.decoder = decoders.Metaspace()
+        alphabet = []
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, min_frequency=2, special_tokens=SPECIAL_TOKENS, initial_alphabet=alphabet
+    )
     tok.train_from_iterator(texts, trainer)
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
@@ -44,14 +62,30 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 8000, max_length
     )
 
 
-def tiny_deberta_config(vocab_size: int, num_labels: int, pad_token_id: int, max_length: int = 256) -> DebertaV2Config:
-    """DeBERTa-v2 at hidden 128 x 4 layers (≈1M params), same relative-attention settings as mDeBERTa-v3."""
+def tiny_deberta_config(
+    vocab_size: int,
+    num_labels: int,
+    pad_token_id: int,
+    max_length: int = 256,
+    hidden_size: int = 128,
+    layers: int = 4,
+    dropout: float = 0.1,
+) -> DebertaV2Config:
+    """DeBERTa-v2 at hidden 128 x 4 layers (≈1M params), same relative-attention settings as mDeBERTa-v3.
+
+    ``hidden_size`` (a multiple of 32: heads of 32), ``layers`` and ``dropout`` (hidden and attention) change
+    the shape; the feed-forward is 4 x hidden as in the base model.
+    """
+    if hidden_size % 32 or hidden_size < 32:
+        raise ValueError(f"tiny hidden_size must be a positive multiple of 32, found {hidden_size}")
     kwargs: dict[str, Any] = dict(
         vocab_size=vocab_size,
-        hidden_size=128,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        intermediate_size=512,
+        hidden_size=hidden_size,
+        num_hidden_layers=layers,
+        num_attention_heads=hidden_size // 32,
+        intermediate_size=4 * hidden_size,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
         max_position_embeddings=max_length,
         relative_attention=True,
         position_buckets=64,

@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from models.augment import augment
 from models.calibrate import calibrate_logits
 from models.checkpoint import Manifest, atomic_folder, write_model_card
 from models.datasets import Dataset, Example, label_matrix, load_dataset, multi_hot
@@ -28,7 +29,7 @@ from models.device import resolve_device
 from models.encoder import EncoderClassifier, pad_batch
 from models.errors import CheckpointError, check_arguments
 from models.scoring import score
-from models.tiny import TINY, tiny_deberta_config, train_bpe_tokenizer
+from models.tiny import TINY, TOKENIZER_KINDS, tiny_deberta_config, train_bpe_tokenizer
 from router.pipeline import HybridPipeline
 
 logger = logging.getLogger(__name__)
@@ -54,6 +55,14 @@ class EncoderTrainingArgs:
     bf16: bool | None = None
     """bf16 autocast for forward passes; None: on CUDA only (on a 2-core CPU it measured slower and worse)."""
     tiny_vocab_size: int = 8000
+    tiny_tokenizer: str = "bpe"
+    """``bpe`` (pieces over the characters seen in training) or ``bytelevel`` (no text is ever unknown)."""
+    tiny_hidden_size: int = 128
+    tiny_layers: int = 4
+    dropout: float | None = None
+    """Hidden and attention dropout of a tiny model (None: the architecture's 0.1); a real base keeps its own."""
+    augment: float = 0.0
+    """Probability that a training ticket is augmented (typos, case, accents, word dropout...), fresh per epoch."""
 
     def __post_init__(self) -> None:
         checks = {
@@ -66,6 +75,11 @@ class EncoderTrainingArgs:
             "patience": self.patience >= 1,
             "max_pos_weight": self.max_pos_weight >= 1,
             "tiny_vocab_size": self.tiny_vocab_size >= 100,
+            "tiny_tokenizer": self.tiny_tokenizer in TOKENIZER_KINDS,
+            "tiny_hidden_size": self.tiny_hidden_size >= 32 and self.tiny_hidden_size % 32 == 0,
+            "tiny_layers": 1 <= self.tiny_layers <= 24,
+            "dropout": self.dropout is None or 0 <= self.dropout < 1,
+            "augment": 0 <= self.augment <= 1,
         }
         check_arguments(self, checks, "training argument")
 
@@ -83,9 +97,20 @@ def _build_model(args: EncoderTrainingArgs, dataset: Dataset) -> tuple[Any, Any]
     labels = dataset.taxonomy.names
     if args.base_model == TINY:
         tokenizer: Any = train_bpe_tokenizer(
-            (ex.text for ex in dataset.split("train")), vocab_size=args.tiny_vocab_size, max_length=args.max_length
+            (ex.text for ex in dataset.split("train")),
+            vocab_size=args.tiny_vocab_size,
+            max_length=args.max_length,
+            kind=args.tiny_tokenizer,
         )
-        config = tiny_deberta_config(len(tokenizer), len(labels), int(tokenizer.pad_token_id), args.max_length)
+        config = tiny_deberta_config(
+            len(tokenizer),
+            len(labels),
+            int(tokenizer.pad_token_id),
+            args.max_length,
+            hidden_size=args.tiny_hidden_size,
+            layers=args.tiny_layers,
+            dropout=0.1 if args.dropout is None else args.dropout,
+        )
         config.id2label = dict(enumerate(labels))
         config.label2id = {name: i for i, name in enumerate(labels)}
         return AutoModelForSequenceClassification.from_config(config), tokenizer
@@ -154,8 +179,9 @@ def train_encoder(data: str | Path, out: str | Path, args: EncoderTrainingArgs, 
     model = model.to(device)
     pad_id = int(tokenizer.pad_token_id)
 
-    def encode(examples: Sequence[Example]) -> list[list[int]]:
-        enc = tokenizer([ex.text for ex in examples], truncation=True, max_length=args.max_length)
+    def encode(examples: Sequence[Example], augment_p: float = 0.0) -> list[list[int]]:
+        texts = [augment(ex.text, rng, augment_p) for ex in examples]
+        enc = tokenizer(texts, truncation=True, max_length=args.max_length)
         return [list(x) for x in enc["input_ids"]]
 
     train, val = dataset.split("train"), dataset.split("validation")
@@ -183,6 +209,8 @@ def train_encoder(data: str | Path, out: str | Path, args: EncoderTrainingArgs, 
     for epoch in range(1, args.epochs + 1):
         model.train()
         running = 0.0
+        if args.augment > 0 and epoch > 1:  # the first epoch sees the clean texts; later ones fresh noise
+            train_ids = encode(train, args.augment)
         for batch in _batches(train_ids, args.batch_size, rng):
             input_ids, mask = pad_batch([train_ids[i] for i in batch], pad_id)
             target = torch.as_tensor(y_train[batch]).to(device)
@@ -214,7 +242,7 @@ def train_encoder(data: str | Path, out: str | Path, args: EncoderTrainingArgs, 
         model.load_state_dict(best_state)
 
     val_logits = _logits(model, val_ids, pad_id, device, len(labels))
-    temperatures, thresholds, calibration = calibrate_logits(val_logits, y_val, labels)
+    temperatures, biases, thresholds, calibration = calibrate_logits(val_logits, y_val, labels)
     metrics: dict[str, Any] = {"calibration": calibration}
     train_seconds = time.perf_counter() - started
     metrics["train_seconds"] = round(train_seconds, 1)
@@ -229,6 +257,7 @@ def train_encoder(data: str | Path, out: str | Path, args: EncoderTrainingArgs, 
         taxonomy=dataset.taxonomy.to_dict(),
         thresholds=thresholds,
         temperatures=temperatures,
+        biases=biases,
         max_length=args.max_length,
         training_args=asdict(args),
         metrics=metrics,

@@ -203,6 +203,9 @@ class MergePolicy:
     ``llm`` takes the group's labels from the LLM, ``encoder`` from the encoder, ``union`` from both. Groups not
     named in ``per_group``, and labels in no group, follow ``default``. The default policy (``llm`` everywhere) makes
     the LLM's answer replace the encoder's.
+
+    A ``per_group`` key may also name a single label (per-label arbitration, as ``calibrate-router --arbitrate``
+    chooses it): a label's own tier wins over its group's.
     """
 
     default: Tier = "llm"
@@ -241,16 +244,25 @@ class MergePolicy:
                 per_group[key] = tier
         return cls(default=default, per_group=per_group)
 
-    def tier_for(self, group: str) -> Tier:
-        """The tier whose labels the given group takes."""
+    def tier_for(self, group: str, label: str | None = None) -> Tier:
+        """The tier whose labels the given group (or, when it has its own, the given label) takes."""
+        if label is not None and label in self.per_group:
+            return self.per_group[label]
         return self.per_group.get(group, self.default)
 
+    def spec(self) -> str:
+        """The policy in the form :meth:`parse` reads."""
+        return ",".join([f"default={self.default}", *(f"{key}={tier}" for key, tier in self.per_group.items())])
+
     def check_groups(self, groups: Mapping[str, Sequence[str]]) -> None:
-        """Raise ``ValueError`` if ``per_group`` names a group the taxonomy lacks (call it at startup)."""
-        unknown = [g for g in self.per_group if g not in groups]
+        """Raise ``ValueError`` if ``per_group`` names neither a group nor a label of the taxonomy (call it at
+        startup)."""
+        labels = {label for names in groups.values() for label in names}
+        unknown = [g for g in self.per_group if g not in groups and g not in labels]
         if unknown:
             raise ValueError(
-                f"merge policy names unknown group(s) {', '.join(unknown)}; known groups: {', '.join(groups)}"
+                f"merge policy names unknown group(s) or label(s) {', '.join(unknown)}; known groups: "
+                f"{', '.join(groups)}; known labels: {', '.join(sorted(labels))}"
             )
 
     def merge(
@@ -273,12 +285,11 @@ class MergePolicy:
         out: list[str] = []
         grouped: set[str] = set()
         for group, names in groups.items():
-            tier = self.tier_for(group)
             for label in names:
                 if label in grouped:
                     continue
                 grouped.add(label)
-                if pick(tier, label):
+                if pick(self.tier_for(group, label), label):
                     out.append(label)
         for label in [*encoder_labels, *llm_labels]:
             if label not in grouped and label not in out and pick(self.default, label):

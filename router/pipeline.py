@@ -49,6 +49,19 @@ def resolve_threshold(configured: float | None, calibrated: tuple[float | None, 
     return DEFAULT_ESCALATION_THRESHOLD, "default (run `triage calibrate-router` to choose it from data)"
 
 
+DEFAULT_MERGE_POLICY = "default=llm"
+
+
+def resolve_merge_policy(configured: str | None, calibrated: tuple[str | None, str]) -> tuple[str, str]:
+    """The merge policy and where it came from: the setting, else the manifest's arbitration, else the default."""
+    if configured is not None:
+        return configured, "configured (TRIAGE_MERGE_POLICY or --merge-policy)"
+    value, source = calibrated
+    if value is not None:
+        return value, f"encoder manifest ({source})"
+    return DEFAULT_MERGE_POLICY, "default (the LLM's labels replace the encoder's)"
+
+
 @dataclass(frozen=True)
 class HybridPipeline:
     """Thresholds, rules, escalation threshold and merge policy of one served encoder (and its adapter)."""

@@ -1,19 +1,22 @@
 """Temperature scaling of a checkpoint (`triage calibrate`) and the operating point (`triage calibrate-router`)."""
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
-from app.jobs.operating_point import RouterTarget, calibrate_router, threshold_for_rate
+from app.jobs.operating_point import RouterTarget, arbitrate, calibrate_router, threshold_for_rate
 from app.server.settings import Settings
 from models.calibrate import calibrate_checkpoint
 from models.checkpoint import Manifest, read_manifest
 from models.encoder import EncoderClassifier
 from models.errors import DataError
 from models.taxonomy import load_taxonomy
+from router.escalation import MergePolicy
+from router.pipeline import HybridPipeline
 from tests.conftest import running_server
 from tests.fake_openai import FakeOpenAI, serve
 
@@ -44,7 +47,9 @@ def test_calibrate_refits_temperatures_and_thresholds_in_place(encoder_copy: Pat
     encoder = EncoderClassifier.load(encoder_copy)
     texts = ["app crash", "cancel my plan now"]
     logits = encoder.predict_texts(texts, logits=True)
-    expected = 1 / (1 + np.exp(-logits / np.asarray(manifest.temperatures)))
+    biases = np.asarray(manifest.biases)
+    assert biases.shape == (len(manifest.temperatures),) and np.abs(biases).max() > 0  # base rates moved too
+    expected = 1 / (1 + np.exp(-(logits / np.asarray(manifest.temperatures) + biases)))
     np.testing.assert_allclose(encoder.predict_texts(texts), expected, rtol=1e-5)  # what the server serves
 
 
@@ -88,3 +93,58 @@ def test_exactly_one_target() -> None:
         RouterTarget(escalation=0.1, f1=0.8)
     with pytest.raises(DataError, match="must be in"):
         RouterTarget(escalation=1.5)
+
+
+def _pipeline() -> HybridPipeline:
+    taxonomy = load_taxonomy()
+    return HybridPipeline.for_taxonomy(taxonomy, [0.5] * len(taxonomy.names))
+
+
+def test_arbitrate_gives_a_label_to_the_llm_only_where_it_wins() -> None:
+    """urgent: the LLM is right where the encoder is not; billing: the encoder is right; emotions: a tie."""
+    pipeline = _pipeline()
+    names = list(pipeline.names)
+    rng = np.random.default_rng(0)
+    n = 40
+    y = np.zeros((n, len(names)))
+    y[::2, names.index("urgent")] = 1
+    y[1::2, names.index("billing")] = 1
+    probs = np.full((n, len(names)), 0.1)
+    probs[:, names.index("billing")] = np.where(y[:, names.index("billing")] == 1, 0.9, 0.1)
+    probs[:, names.index("urgent")] = rng.uniform(0.35, 0.65, n)  # the encoder guesses on urgency
+    llm = [["urgent"] if y[i, names.index("urgent")] else [] for i in range(n)]  # the LLM knows urgency only
+    policy, table = arbitrate(pipeline, probs, llm, y, band=1.0)
+    assert policy.default == "encoder"
+    assert policy.per_group == {"urgent": "llm"}
+    assert table["urgent"]["llm"] == 1.0 and table["urgent"]["encoder"] < 0.9
+    assert table["billing"]["encoder"] == 1.0 and table["billing"]["llm"] == 0.0
+    merged = replace(pipeline, merge_policy=policy).merge(pipeline.decide(probs[1]), ["urgent", "cancellation"])
+    assert "billing" in merged.labels and "cancellation" not in merged.labels  # the encoder kept its topics
+
+
+def test_arbitrate_goes_to_the_manifest_and_the_server_uses_it(encoder_copy: Path, dataset_dir: Path) -> None:
+    adapter = encoder_copy.parent / "adapter"
+    adapter.mkdir()
+    Manifest("adapter", "remote", "openai/gpt-oss-20b", load_taxonomy().to_dict(), [], [], 1024).write(adapter)
+    with serve(FakeOpenAI()) as url:
+        settings = Settings(llm_backend="openai", llm_endpoint=url)
+        router = calibrate_router(
+            encoder_copy, dataset_dir, RouterTarget(escalation=0.15), adapter, settings, arbitrate_labels=True
+        )
+    policy = MergePolicy.parse(router["merge_policy"])
+    assert policy.default == "encoder"
+    assert set(router["arbitration"]) == set(load_taxonomy().names)
+    assert read_manifest(encoder_copy).router_merge_policy() == (router["merge_policy"], router["merge_policy_source"])
+    with running_server(Settings(encoder_path=encoder_copy, llm_backend="none")) as url:
+        info = httpx.get(f"{url}/info").json()["escalation"]
+    assert info["merge_policy"] == router["merge_policy"]
+    assert "calibrate-router --arbitrate" in info["merge_policy_source"]
+    configured = Settings(encoder_path=encoder_copy, llm_backend="none", merge_policy="default=union")
+    with running_server(configured) as url:
+        info = httpx.get(f"{url}/info").json()["escalation"]
+    assert info["merge_policy"] == "default=union" and info["merge_policy_source"].startswith("configured")
+
+
+def test_arbitrate_needs_the_llm(encoder_copy: Path, dataset_dir: Path) -> None:
+    with pytest.raises(DataError, match="--arbitrate needs the LLM's answers: pass --adapter DIR"):
+        calibrate_router(encoder_copy, dataset_dir, RouterTarget(escalation=0.15), arbitrate_labels=True)

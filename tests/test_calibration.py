@@ -8,6 +8,7 @@ from models.calibration import (
     T_MIN,
     apply_temperatures,
     expected_calibration_error,
+    fit_biases,
     fit_temperatures,
     mean_ece,
     plot_reliability,
@@ -57,6 +58,20 @@ def test_overconfident_model_recovers_temperature_and_improves_ece() -> None:
     after = mean_ece(apply_temperatures(logits, result.temperatures), y)
     assert after < before / 2
     assert after < 0.03
+
+
+def test_a_shifted_base_rate_is_what_the_bias_fixes_and_temperature_cannot() -> None:
+    """A model trained with a positive class weight predicts every label too often: logits shifted by +2."""
+    true_logits, y = _overconfident(factor=1.0)
+    shifted = true_logits + 2.0
+    temperatures = fit_temperatures(shifted, y).temperatures
+    scaled_only = mean_ece(apply_temperatures(shifted, temperatures), y)
+    biases = fit_biases(shifted, y, [1.0] * 3)
+    assert biases == [pytest.approx(-2.0, abs=0.15)] * 3
+    corrected = mean_ece(apply_temperatures(shifted, [1.0] * 3, biases), y)
+    assert corrected < 0.03 < scaled_only
+    one_class = fit_biases(np.array([[3.0], [2.0]]), np.array([[0.0], [0.0]]), [1.0])
+    assert -8.0 <= one_class[0] < -2.0  # pulled down, held finite by the ridge and the limit
 
 
 def test_a_label_with_two_positives_gets_the_global_temperature() -> None:

@@ -1,11 +1,15 @@
 """The ``triage`` console script, run as a real subprocess."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from app.cli import build_default
+import pytest
+
+from app.cli import build_default, calibrate_default
+from models.checkpoint import read_manifest
 
 
 def triage(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -68,3 +72,24 @@ def test_build_default_if_missing_skips_an_existing_checkpoint(tmp_path: Path, e
     built = build_default(tmp_path / "data", checkpoints, if_missing=True, n=100, seed=0, progress=False, adapter=False)
     assert built is False
     assert not (tmp_path / "data").exists()
+
+
+def test_the_default_calibrates_on_the_file_it_is_given(tmp_path: Path, encoder_dir: Path, dataset_dir: Path) -> None:
+    encoder = Path(shutil.copytree(encoder_dir, tmp_path / "encoder"))
+    calibration = tmp_path / "people.jsonl"
+    shutil.copy(dataset_dir / "test.jsonl", calibration)  # any labelled file the encoder never trained on
+    calibrate_default(encoder, None, dataset_dir, calibration)
+    manifest = read_manifest(encoder)
+    assert manifest.metrics["calibration"]["data"] == str(calibration)
+    assert str(calibration) in manifest.extra["router"]["source"]
+    assert "merge_policy" not in manifest.extra["router"]  # no adapter: nothing to arbitrate
+    assert len(manifest.biases) == len(manifest.temperatures)
+
+
+def test_the_default_falls_back_to_generated_validation_with_a_warning(
+    tmp_path: Path, encoder_dir: Path, dataset_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    encoder = Path(shutil.copytree(encoder_dir, tmp_path / "encoder"))
+    calibrate_default(encoder, None, dataset_dir, tmp_path / "missing.jsonl")
+    assert "missing.jsonl not found: calibrating on the generated validation split" in caplog.text
+    assert read_manifest(encoder).metrics["calibration"]["data"] == str(dataset_dir / "validation.jsonl")

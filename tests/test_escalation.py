@@ -327,5 +327,18 @@ def test_constructor_and_check_groups_validate() -> None:
     with pytest.raises(ValueError, match="group 'emotion': unknown tier 'x'"):
         MergePolicy(per_group={"emotion": "x"})  # type: ignore[dict-item]
     MergePolicy(per_group={"emotion": "encoder"}).check_groups(GROUPS)
-    with pytest.raises(ValueError, match="unknown group\\(s\\) emotoin; known groups: topic, urgency, emotion"):
+    with pytest.raises(
+        ValueError, match="unknown group\\(s\\) or label\\(s\\) emotoin; known groups: topic, urgency, emotion; known"
+    ):
         MergePolicy(per_group={"emotoin": "encoder"}).check_groups(GROUPS)
+    MergePolicy(per_group={"urgent": "llm"}).check_groups(GROUPS)  # a label is a key too
+
+
+def test_a_label_key_overrides_its_group() -> None:
+    policy = MergePolicy.parse("default=encoder,emotion=llm,frustrated=encoder,urgent=llm")
+    assert policy.tier_for("emotion", "frustrated") == "encoder"
+    assert policy.tier_for("emotion", "aggressive") == "llm"
+    assert policy.tier_for("urgency", "urgent") == "llm"
+    merged = policy.merge(["billing", "frustrated"], ["delivery", "urgent", "aggressive"], GROUPS)
+    assert merged == ["billing", "urgent", "frustrated", "aggressive"]
+    assert MergePolicy.parse(policy.spec()) == policy

@@ -19,12 +19,18 @@ from models.datasets import load_dataset
 from models.errors import DataError
 from models.generate import (
     GENERATOR_VERSION,
+    LABEL_NOISE_P,
     LABELS,
     LANGUAGE_SCHEMA,
     LANGUAGE_WEIGHTS,
+    MIN_REALISATIONS,
+    SCENES_FILE,
+    SCENES_SCHEMA,
     SHARED_FILE,
     SHARED_SCHEMA,
     TOPICS,
+    USER_TYPES,
+    _families,
     _fill,
     _pool,
     _template_ids,
@@ -37,7 +43,13 @@ from models.taxonomy import Taxonomy, load_taxonomy
 
 TAXONOMY = load_taxonomy("eurochef")
 PHRASE_DIR = resources.files("models.phrases")
-PHRASE_FILES = sorted([SHARED_FILE, *(f"{lang}.json" for lang in LANGUAGE_WEIGHTS)])
+PHRASE_FILES = sorted(
+    [
+        SHARED_FILE,
+        *(f"{lang}.json" for lang in LANGUAGE_WEIGHTS),
+        *(SCENES_FILE.format(lang=x) for x in LANGUAGE_WEIGHTS),
+    ]
+)
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +107,7 @@ def test_labels_are_known_ordered_and_consistent(splits) -> None:
         assert list(ex.labels) == sorted(ex.labels, key=order.index)
         assert len(set(ex.labels)) == len(ex.labels)
         labels = set(ex.labels)
-        assert labels & set(TOPICS), ex
+        assert labels & set(TOPICS) or labels <= {"satisfied", *USER_TYPES}, ex  # no topic: praise only
         assert "aggressive" not in labels or "frustrated" in labels
         assert not {"urgent", "low_priority"} <= labels
         assert not {"aggressive", "satisfied"} <= labels
@@ -161,6 +173,36 @@ def test_heldout_uses_no_template_seen_in_train(splits) -> None:
         assert cue_labels == set(ex.labels) or cue_labels == set(ex.labels) - {"frustrated"}
 
 
+def test_heldout_families_are_whole_situations_never_seen_in_train(splits) -> None:
+    def families(split: str) -> set[str]:
+        return {tid.rsplit(":", 1)[0] for ex in splits[split] for tid in _template_ids(ex) if tid.count(":") == 3}
+
+    train, heldout = families("train"), families("test_heldout")
+    assert len(heldout) > 60 and not train & heldout
+    for lang, phrases in phrase_book().items():
+        for label in LABELS:
+            seen, held = _families(phrases, label, False), _families(phrases, label, True)
+            assert held and len(seen) >= 2 * len(held), (lang, label)
+            assert {name for name, _ in seen}.isdisjoint(name for name, _ in held)
+
+
+def test_scenario_families_carry_most_labels(splits) -> None:
+    ids = [tid for ex in splits["train"] for tid in _template_ids(ex)]
+    share = sum(tid.count(":") == 3 for tid in ids) / len(ids)
+    assert 0.6 < share < 0.8, share  # EXPLICIT_P = 0.3 of the fragments are explicit cues
+
+
+def test_praise_only_tickets_and_a_little_label_noise_in_train_only(splits) -> None:
+    praise = [ex for ex in _all(splits) if not set(ex.labels) & set(TOPICS)]
+    assert praise and all("satisfied" in ex.labels for ex in praise)
+    noisy = [ex for ex in splits["train"] if "noise" in ex.meta]
+    assert 0.3 * LABEL_NOISE_P < len(noisy) / len(splits["train"]) < 3 * LABEL_NOISE_P
+    for ex in noisy:  # the dropped label's fragment is still in the text: a template id names it
+        dropped = ex.meta["noise"].removeprefix("dropped ")
+        assert dropped not in ex.labels and dropped in {tid.split(":")[1] for tid in _template_ids(ex)} | {"frustrated"}
+    assert not any("noise" in ex.meta for name in ("validation", "test", "test_heldout") for ex in splits[name])
+
+
 def test_pools_are_large_and_split() -> None:
     for lang, phrases in phrase_book().items():
         assert set(phrases.cues) == set(TAXONOMY.names), lang
@@ -175,7 +217,8 @@ def test_pools_are_large_and_split() -> None:
 def test_every_template_fills() -> None:
     rng = random.Random(0)
     for lang, phrases in phrase_book().items():
-        for templates in [*phrases.cues.values(), phrases.fillers]:
+        families = [pool for label in LABELS for _, pool in phrases.families[label]]
+        for templates in [*phrases.cues.values(), phrases.fillers, *families, phrases.distractors, phrases.context]:
             for template in templates:
                 text = _fill(template, phrases, rng)
                 assert "{" not in text and "}" not in text, (lang, template)
@@ -219,8 +262,8 @@ def _digest(splits: dict) -> str:
 
 
 def test_output_for_a_seed_is_pinned() -> None:
-    # Taken from the generator before its phrase pools moved to models/phrases/: the move changed no byte.
-    pinned = "58c40a0708361447928655651c153ecb4c1c7c1a96d8e8a90c9a61a354cf00f9"
+    # Generator version 2 (scenario families, distractors, praise-only tickets, label noise).
+    pinned = "fb19e230552e086cb21b2db5424083b30ea674c6587710ba0d66a62992db9308"
     assert _digest(generate_splits(300, seed=5)) == pinned, (
         "seed 5 no longer gives the same tickets: if the phrase files or the generator changed on purpose, "
         "bump GENERATOR_VERSION and update this digest"
@@ -246,6 +289,12 @@ def test_every_phrase_file_loads_against_the_schema() -> None:
         assert phrases.cues == {label: tuple(pool) for label, pool in data["cues"].items()}
         assert set(shared["vocab"]) | set(data["vocab"]) == set(phrases.vocab)
         assert len(phrases.months) == 12
+        scenes = json.loads(PHRASE_DIR.joinpath(SCENES_FILE.format(lang=lang)).read_text(encoding="utf-8"))
+        assert list(scenes) == list(SCENES_SCHEMA), lang
+        assert {label: dict(fams) for label, fams in phrases.families.items()} == {
+            label: {name: tuple(pool) for name, pool in fams.items()} for label, fams in scenes["families"].items()
+        }
+        assert all(len(pool) >= MIN_REALISATIONS for fams in phrases.families.values() for _, pool in fams)
 
 
 def test_phrase_files_keep_their_diffable_layout() -> None:
@@ -367,6 +416,37 @@ BROKEN: dict[str, tuple[str, Callable[[dict[str, Any]], object], str]] = {
         lambda d: d["money_formats"].append("EUR"),
         r"nl\.json: money_formats\[4\]: expected a pattern that uses \{value\}, found 'EUR'$",
     ),
+    "scenes without a label": (
+        "scenes_nl.json",
+        lambda d: d["families"].pop("urgent"),
+        r"scenes_nl\.json: families: expected families for each of technical_issue, .*; missing: urgent$",
+    ),
+    "scenes with too few families": (
+        "scenes_en.json",
+        lambda d: d["families"].__setitem__("billing", dict(list(d["families"]["billing"].items())[:3])),
+        r"scenes_en\.json: families\.billing: expected at least 8 entries, found 3$",
+    ),
+    "a family too small": (
+        "scenes_de.json",
+        lambda d: d["families"]["urgent"].__setitem__("tiny", ["Heute noch!"]),
+        r"scenes_de\.json: families\.urgent\.tiny: expected at least 6 entries, found 1$",
+    ),
+    "a realisation in two families": (
+        "scenes_fr.json",
+        lambda d: d["families"]["confused"].__setitem__("copy", list(next(iter(d["families"]["satisfied"].values())))),
+        r"scenes_fr\.json: families\.satisfied\.\w+: expected distinct realisations, found .* also in "
+        r"families\.confused\.copy$",
+    ),
+    "unknown slot in a realisation": (
+        "scenes_en.json",
+        lambda d: d["families"]["billing"].__setitem__("x", [f"charged {{euros}} {i}" for i in range(6)]),
+        r"scenes_en\.json: families\.billing\.x\[0\]: expected slots from .*; found unknown slot \{euros\}",
+    ),
+    "too few distractors": (
+        "scenes_nl.json",
+        lambda d: d.__setitem__("distractors", d["distractors"][:5]),
+        r"scenes_nl\.json: distractors: expected at least 40 entries, found 5$",
+    ),
     "shared vocab without usernames": (
         SHARED_FILE,
         lambda d: d["vocab"].pop("username"),
@@ -400,7 +480,9 @@ def test_phrase_file_that_is_not_json_or_missing_is_named(tmp_path: Path) -> Non
     with pytest.raises(DataError, match=r"fr\.json: not valid UTF-8 JSON: Expecting .*line 1 column 11"):
         load_phrases(folder)
     (folder / "fr.json").unlink()
-    with pytest.raises(DataError, match=r"fr\.json: file not found; the generator needs shared\.json and one"):
+    with pytest.raises(
+        DataError, match=r"fr\.json: file not found; the generator needs shared\.json and a <language>\.json"
+    ):
         load_phrases(folder)
 
 

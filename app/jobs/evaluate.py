@@ -25,7 +25,7 @@ from app.server.settings import Settings
 from models.datasets import Example, multi_hot, read_examples
 from models.errors import DataError
 from models.scoring import Scores, score
-from router.pipeline import HybridPipeline, LLMAnswers, escalation_rate, resolve_threshold
+from router.pipeline import HybridPipeline, LLMAnswers, escalation_rate, resolve_merge_policy, resolve_threshold
 
 logger = logging.getLogger(__name__)
 
@@ -150,13 +150,14 @@ def run_evaluation(config: EvalConfig, progress: bool = True) -> dict[str, Any]:
     texts = [ex.text for ex in examples]
     y = multi_hot([ex.labels for ex in examples], labels)
     threshold, threshold_source = resolve_threshold(settings.escalation_threshold, encoder.manifest.router_threshold())
-    pipeline = HybridPipeline.for_taxonomy(encoder.taxonomy, encoder.thresholds, threshold, settings.merge_policy)
+    merge_policy, merge_source = resolve_merge_policy(settings.merge_policy, encoder.manifest.router_merge_policy())
+    pipeline = HybridPipeline.for_taxonomy(encoder.taxonomy, encoder.thresholds, threshold, merge_policy)
 
     start = time.perf_counter()
     logits = encoder.predict_texts(texts, logits=True)
     enc_seconds = time.perf_counter() - start
     raw = apply_temperatures(logits, [1.0] * len(ours))
-    probs = apply_temperatures(logits, encoder.manifest.temperatures)
+    probs = apply_temperatures(logits, encoder.manifest.temperatures, encoder.manifest.biases)
     decisions = pipeline.decide_batch(probs)
     systems = [System("encoder", [d.labels for d in decisions], enc_seconds, escalation_rate=0.0)]
 
@@ -188,8 +189,10 @@ def run_evaluation(config: EvalConfig, progress: bool = True) -> dict[str, Any]:
             systems.append(baseline)
 
     report = build_report(config, examples, labels, y, systems, threshold, threshold_source, curve)
+    report["merge_policy"], report["merge_policy_source"] = pipeline.merge_policy.spec(), merge_source
     report["calibration"] = {
         "temperatures": dict(zip(ours, encoder.manifest.temperatures, strict=True)),
+        "biases": dict(zip(ours, encoder.manifest.biases or [0.0] * len(ours), strict=True)),
         "ece_before": dict(zip(labels, ece_before, strict=True)),
         "ece_after": dict(zip(labels, ece_after, strict=True)),
         "mean_ece_before": float(np.mean(ece_before)),
@@ -273,7 +276,6 @@ def build_report(
         "label_map": str(config.label_map) if config.label_map else None,
         "threshold": threshold,
         "threshold_source": threshold_source,
-        "merge_policy": config.settings.merge_policy,
         "overall": overall,
         "per_language": per_language,
         "per_label": per_label,

@@ -4,15 +4,20 @@ Two rules: a target escalation rate takes the quantile of the encoder's confiden
 tickets falls below the threshold); a target F1 takes the smallest escalation rate whose hybrid F1 micro reaches
 it (this needs the LLM's answers on the validation tickets). The threshold and its provenance are written to the
 encoder manifest, where the server reads them (``TRIAGE_ESCALATION_THRESHOLD`` still overrides).
+
+With ``arbitrate``, the LLM's answers on the validation tickets also choose, label by label, whose answer an
+escalated ticket keeps (:func:`arbitrate`): the LLM's only where it beat the encoder on the low-confidence half of
+the validation tickets, the tickets escalation can reach. The policy goes to the manifest beside the threshold
+(``TRIAGE_MERGE_POLICY`` still overrides).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -24,7 +29,8 @@ from models.checkpoint import read_manifest
 from models.datasets import multi_hot
 from models.errors import DataError
 from models.scoring import score
-from router.pipeline import HybridPipeline
+from router.escalation import MergePolicy, Tier
+from router.pipeline import HybridPipeline, resolve_merge_policy
 
 logger = logging.getLogger(__name__)
 
@@ -54,14 +60,58 @@ def threshold_for_rate(confidences: np.ndarray, rate: float) -> float:
     return float((values[k - 1] + values[k]) / 2) if values[k - 1] < values[k] else float(values[k])
 
 
+ARBITRATION_MARGIN = 0.02
+"""How much better (F1 on the band) the LLM or the union must do on a label before it takes the label over."""
+
+
+def arbitrate(
+    pipeline: HybridPipeline,
+    probs: np.ndarray,
+    llm_labels: list[list[str]],
+    y: np.ndarray,
+    band: float = 0.5,
+    margin: float = ARBITRATION_MARGIN,
+) -> tuple[MergePolicy, dict[str, dict[str, float]]]:
+    """Per label, the tier (encoder, llm or union) with the best F1 on the ``band`` least confident tickets.
+
+    The encoder keeps a label unless another tier beats it by ``margin``: on a few hundred tickets smaller
+    differences are noise. Returns the policy (default ``encoder``, one key per label that another tier takes)
+    and the per-label F1 of each tier on the band.
+    """
+    decisions = pipeline.decide_batch(probs)
+    confidences = np.asarray([d.confidence for d in decisions])
+    rows = np.argsort(confidences, kind="stable")[: max(1, round(band * len(decisions)))]
+    names = list(pipeline.names)
+    enc = multi_hot([decisions[i].labels for i in rows], names)
+    llm = multi_hot([llm_labels[i] for i in rows], names)
+    tiers = {"encoder": enc, "llm": llm, "union": np.maximum(enc, llm)}
+    table: dict[str, dict[str, float]] = {}
+    per_label: dict[str, Tier] = {}
+    for j, label in enumerate(names):
+        f1 = {tier: _f1(y[rows, j], pred[:, j]) for tier, pred in tiers.items()}
+        table[label] = {**f1, "support": float(y[rows, j].sum())}
+        best = max(("llm", "union"), key=lambda t: f1[t])
+        if f1[best] >= f1["encoder"] + margin:
+            per_label[label] = cast(Tier, best)
+    return MergePolicy(default="encoder", per_group=per_label), table
+
+
+def _f1(truth: np.ndarray, pred: np.ndarray) -> float:
+    tp = float(np.sum((truth == 1) & (pred == 1)))
+    fp, fn = float(np.sum((truth == 0) & (pred == 1))), float(np.sum((truth == 1) & (pred == 0)))
+    return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+
+
 def calibrate_router(
     encoder_dir: Path,
     data: Path,
     target: RouterTarget,
     adapter: Path | None = None,
     settings: Settings | None = None,
+    arbitrate_labels: bool = False,
 ) -> dict[str, Any]:
-    """Pick the threshold on validation data and store it in the encoder manifest; return what was chosen.
+    """Pick the threshold (and, with ``arbitrate_labels``, the per-label merge policy) on validation data and store
+    them in the encoder manifest; return what was chosen.
 
     ``settings`` is the server's settings object (LLM backend, quantisation, device, merge policy); default: the
     local backend with every other setting at its default.
@@ -71,12 +121,26 @@ def calibrate_router(
     settings = settings or Settings(llm_backend="local")
     encoder = EncoderClassifier.load(encoder_dir, device=settings.device)
     examples = validation_examples(data)
-    pipeline = HybridPipeline.for_taxonomy(encoder.taxonomy, encoder.thresholds, merge_policy=settings.merge_policy)
+    merge_policy, _ = resolve_merge_policy(settings.merge_policy, (None, ""))
+    pipeline = HybridPipeline.for_taxonomy(encoder.taxonomy, encoder.thresholds, merge_policy=merge_policy)
     texts = [ex.text for ex in examples]
     probs = encoder.predict_texts(texts)
     decisions = pipeline.decide_batch(probs)
     confidences = np.asarray([d.confidence for d in decisions])
     y = multi_hot([ex.labels for ex in examples], encoder.labels)
+    router_extra: dict[str, Any] = {}
+    llm_answers: list[list[str]] | None = None
+    if arbitrate_labels:
+        if adapter is None:
+            raise DataError("--arbitrate needs the LLM's answers: pass --adapter DIR")
+        llm_answers = [pipeline.llm_labels(x) for x in _llm_labels(settings, adapter, texts)]
+        policy, table = arbitrate(pipeline, probs, llm_answers, y)
+        pipeline = replace(pipeline, merge_policy=policy)
+        router_extra = {
+            "merge_policy": policy.spec(),
+            "merge_policy_source": f"calibrate-router --arbitrate on {data}",
+            "arbitration": table,
+        }
     chosen: dict[str, Any]
     if target.escalation is not None:
         threshold = threshold_for_rate(confidences, target.escalation)
@@ -85,7 +149,7 @@ def calibrate_router(
     else:
         if adapter is None:
             raise DataError("--target-f1 needs the LLM's answers: pass --adapter DIR")
-        llm_labels = [pipeline.llm_labels(x) for x in _llm_labels(settings, adapter, texts)]
+        llm_labels = llm_answers or [pipeline.llm_labels(x) for x in _llm_labels(settings, adapter, texts)]
         curve = escalation_curve(pipeline, probs, llm_labels, y, encoder.labels, points=101)
         reaching = sorted((p for p in curve if p["f1_micro"] >= (target.f1 or 0.0)), key=lambda p: p["rate"])
         if reaching:
@@ -105,6 +169,7 @@ def calibrate_router(
         "validation_escalation_rate": chosen["rate"],
         "chosen": chosen,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **router_extra,
     }
     manifest = read_manifest(encoder_dir, kind="encoder")
     manifest.extra["router"] = router

@@ -88,6 +88,7 @@ def _load_service(settings: Settings, metrics: Metrics) -> ClassificationService
         metrics,
         llm,
         router_threshold=encoder.manifest.router_threshold(),
+        router_merge_policy=encoder.manifest.router_merge_policy(),
         batch_overhead=overhead,
     )
 
@@ -225,7 +226,8 @@ def create_app(settings: Settings) -> FastAPI:
                 "max_fraction": settings.escalation_max_fraction,
                 "window_s": settings.escalation_window_s,
                 "max_in_flight": settings.escalation_max_in_flight,
-                "merge_policy": settings.merge_policy,
+                "merge_policy": service.merge_policy,
+                "merge_policy_source": service.merge_policy_source,
                 "budget": asdict(service.budget.stats()),
             },
             "llm": service.llm.info() if service.llm is not None else None,

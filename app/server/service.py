@@ -27,7 +27,7 @@ from models.language import LanguageDetector
 from models.taxonomy import Taxonomy
 from router.decision import Decision
 from router.escalation import EscalationBudget, EscalationMode, EscalationStatus
-from router.pipeline import HybridPipeline, resolve_threshold
+from router.pipeline import HybridPipeline, resolve_merge_policy, resolve_threshold
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +100,7 @@ class ClassificationService:
         metrics: Metrics,
         llm: LazyLLM | None = None,
         router_threshold: tuple[float | None, str] = (None, ""),
+        router_merge_policy: tuple[str | None, str] = (None, ""),
         batch_overhead: float = BatchPolicy.batch_overhead,
     ) -> None:
         self.encoder = encoder
@@ -107,9 +108,8 @@ class ClassificationService:
         self.metrics = metrics
         self.llm = llm
         threshold, self.threshold_source = resolve_threshold(settings.escalation_threshold, router_threshold)
-        self.pipeline = HybridPipeline.for_taxonomy(
-            encoder.taxonomy, encoder.thresholds, threshold, settings.merge_policy
-        )
+        self.merge_policy, self.merge_policy_source = resolve_merge_policy(settings.merge_policy, router_merge_policy)
+        self.pipeline = HybridPipeline.for_taxonomy(encoder.taxonomy, encoder.thresholds, threshold, self.merge_policy)
         self.budget = EscalationBudget(
             settings.escalation_max_fraction, settings.escalation_max_in_flight, settings.escalation_window_s
         )

@@ -71,8 +71,10 @@ class Settings(BaseSettings):
     escalation_max_fraction: float = Field(0.15, ge=0, le=1, description="Most tickets escalated per window.")
     escalation_window_s: float = Field(60.0, gt=0, description="Sliding window of the escalation budget.")
     escalation_max_in_flight: int = Field(32, ge=1, description="Most escalated tickets at the LLM at once.")
-    merge_policy: str = Field(
-        "default=llm", description="Whose labels win per group: e.g. default=llm,emotion=encoder."
+    merge_policy: str | None = Field(
+        None,
+        description="Whose labels win per group or label: e.g. default=llm,emotion=encoder. None: the policy "
+        "`calibrate-router --arbitrate` stored in the encoder manifest, else default=llm.",
     )
 
     def adapter_path(self, encoder: Path | None = None) -> Path:
@@ -87,8 +89,9 @@ class Settings(BaseSettings):
 
     @field_validator("merge_policy")
     @classmethod
-    def _merge_policy(cls, value: str) -> str:
-        MergePolicy.parse(value)  # raises ValueError naming the bad part
+    def _merge_policy(cls, value: str | None) -> str | None:
+        if value is not None:
+            MergePolicy.parse(value)  # raises ValueError naming the bad part
         return value
 
     @field_validator("languages")
