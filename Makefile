@@ -34,8 +34,13 @@ test: lint
 test-slow: install
 	$(BIN)/pytest -q -m slow
 
-# the committed report of the embedded default (encoder, LLM, hybrid, n-gram baseline)
+# the committed reports of the embedded default (encoder, LLM, hybrid, n-gram baseline): tickets people wrote
+# (the proxy's test half), then the generated held-out-family and test splits
 report: build-default
+	$(BIN)/triage evaluate --data evalsets/proxy/test.jsonl --encoder checkpoints/default/encoder \
+		--adapter checkpoints/default/adapter --baseline-data data/eurochef --out reports/proxy-test
+	$(BIN)/triage evaluate --data data/eurochef/test_heldout.jsonl --encoder checkpoints/default/encoder \
+		--adapter checkpoints/default/adapter --out reports/default-heldout
 	$(BIN)/triage evaluate --data data/eurochef/test.jsonl --encoder checkpoints/default/encoder \
 		--adapter checkpoints/default/adapter --out reports/default
 

@@ -11,7 +11,7 @@ import copy
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from models.augment import augment
 from models.calibrate import calibrate_logits
 from models.checkpoint import Manifest, atomic_folder, write_model_card
-from models.datasets import Dataset, Example, label_matrix, load_dataset, multi_hot
+from models.datasets import Dataset, Example, label_matrix, load_dataset, multi_hot, read_examples
 from models.device import resolve_device
 from models.encoder import EncoderClassifier, pad_batch
 from models.errors import CheckpointError, check_arguments
@@ -63,6 +63,10 @@ class EncoderTrainingArgs:
     """Hidden and attention dropout of a tiny model (None: the architecture's 0.1); a real base keeps its own."""
     augment: float = 0.0
     """Probability that a training ticket is augmented (typos, case, accents, word dropout...), fresh per epoch."""
+    select_on: str | None = None
+    """A labelled file (tickets people wrote, e.g. the proxy's validation half) whose micro average precision picks
+    the best epoch instead of the generated validation split's macro-F1. Threshold-free, so calibration later
+    still has its own say; never the test half."""
 
     def __post_init__(self) -> None:
         checks = {
@@ -164,6 +168,26 @@ def _logits(model: Any, ids: list[list[int]], pad_id: int, device: torch.device,
     return out
 
 
+def _selection(
+    path: str | None, encode: Callable[[Sequence[Example]], list[list[int]]], labels: list[str]
+) -> tuple[list[list[int]], np.ndarray] | None:
+    """Token ids and labels of the model-selection file, if one was given."""
+    if path is None:
+        return None
+    examples = read_examples(Path(path))
+    return encode(examples), label_matrix(examples, labels)
+
+
+def _average_precision(y: np.ndarray, logits: np.ndarray) -> float:
+    """Micro-averaged average precision: how well the scores rank true labels above false ones, at any threshold."""
+    order = np.argsort(-logits.ravel(), kind="stable")
+    truth = y.ravel()[order]
+    if not truth.any():
+        return 0.0
+    hits = np.cumsum(truth)
+    return float(np.sum((hits / np.arange(1, len(truth) + 1))[truth == 1]) / truth.sum())
+
+
 def train_encoder(data: str | Path, out: str | Path, args: EncoderTrainingArgs, progress: bool = True) -> Manifest:
     """Fine-tune, tune thresholds, score every split and write the checkpoint to ``out`` atomically."""
     started = time.perf_counter()
@@ -203,6 +227,7 @@ def train_encoder(data: str | Path, out: str | Path, args: EncoderTrainingArgs, 
         optimizer, lambda step: min((step + 1) / warmup, max(0.0, (total - step) / max(1, total - warmup)))
     )
 
+    selection = _selection(args.select_on, encode, labels)
     best_f1, best_state, best_epoch, bad_epochs = -1.0, None, 0, 0
     history: list[dict[str, float]] = []
     bar = tqdm(total=total, desc="train-encoder", unit="step", disable=not progress)
@@ -227,10 +252,21 @@ def train_encoder(data: str | Path, out: str | Path, args: EncoderTrainingArgs, 
         val_logits = _logits(model, val_ids, pad_id, device, len(labels))
         val_f1 = score(y_val, val_logits >= 0.0, labels).f1_macro  # probability >= 0.5
         history.append({"epoch": epoch, "loss": running / steps_per_epoch, "val_f1_macro": val_f1})
+        criterion = val_f1
+        if selection is not None:
+            sel_ids, y_sel = selection
+            criterion = _average_precision(y_sel, _logits(model, sel_ids, pad_id, device, len(labels)))
+            history[-1]["selection_average_precision"] = criterion
         bar.set_postfix(epoch=epoch, loss=f"{running / steps_per_epoch:.3f}", val_macro_f1=f"{val_f1:.3f}")
-        logger.info("epoch %d loss %.4f val macro-F1 %.4f", epoch, running / steps_per_epoch, val_f1)
-        if val_f1 > best_f1:
-            best_f1, best_epoch, bad_epochs = val_f1, epoch, 0
+        logger.info(
+            "epoch %d loss %.4f val macro-F1 %.4f%s",
+            epoch,
+            running / steps_per_epoch,
+            val_f1,
+            f" selection average precision {criterion:.4f}" if selection is not None else "",
+        )
+        if criterion > best_f1:
+            best_f1, best_epoch, bad_epochs = criterion, epoch, 0
             best_state = copy.deepcopy(model.state_dict())
         else:
             bad_epochs += 1

@@ -16,8 +16,8 @@ from enum import StrEnum
 from fractions import Fraction
 from typing import Literal, cast, get_args
 
-Tier = Literal["llm", "encoder", "union"]
-"""Which tier's labels a group takes: the LLM's, the encoder's, or both (union)."""
+Tier = Literal["llm", "encoder", "union", "agree"]
+"""Which tier's labels a group takes: the LLM's, the encoder's, either's (union) or only those both gave (agree)."""
 
 TIERS: tuple[str, ...] = get_args(Tier)
 
@@ -200,7 +200,8 @@ def _check_tier(tier: str, where: str) -> Tier:
 class MergePolicy:
     """Per label group, whose labels win when an escalated ticket has both an encoder and an LLM answer.
 
-    ``llm`` takes the group's labels from the LLM, ``encoder`` from the encoder, ``union`` from both. Groups not
+    ``llm`` takes the group's labels from the LLM, ``encoder`` from the encoder, ``union`` from either, ``agree``
+    only those both gave (a second opinion that can veto the encoder's doubtful labels). Groups not
     named in ``per_group``, and labels in no group, follow ``default``. The default policy (``llm`` everywhere) makes
     the LLM's answer replace the encoder's.
 
@@ -280,6 +281,8 @@ class MergePolicy:
                 return label in llm
             if tier == "encoder":
                 return label in enc
+            if tier == "agree":
+                return label in enc and label in llm
             return label in enc or label in llm
 
         out: list[str] = []

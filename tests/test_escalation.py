@@ -342,3 +342,5 @@ def test_a_label_key_overrides_its_group() -> None:
     merged = policy.merge(["billing", "frustrated"], ["delivery", "urgent", "aggressive"], GROUPS)
     assert merged == ["billing", "urgent", "frustrated", "aggressive"]
     assert MergePolicy.parse(policy.spec()) == policy
+    agree = MergePolicy.parse("default=encoder,emotion=agree")
+    assert agree.merge(["billing", "frustrated", "aggressive"], ["frustrated"], GROUPS) == ["billing", "frustrated"]

@@ -20,6 +20,7 @@ POLICIES = [
     "default=llm,emotion=encoder",
     "default=union,urgency=llm",
     "default=encoder,user_type=union,emotion=llm",
+    "default=agree,urgent=llm,topic=union",
 ]
 
 

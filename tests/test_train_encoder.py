@@ -8,7 +8,7 @@ from models.checkpoint import read_manifest
 from models.encoder import EncoderClassifier
 from models.errors import DataError
 from models.taxonomy import load_taxonomy
-from models.train_encoder import EncoderTrainingArgs
+from models.train_encoder import EncoderTrainingArgs, _average_precision, train_encoder
 
 
 def test_checkpoint_carries_everything_needed_to_serve(encoder_dir: Path) -> None:
@@ -50,3 +50,22 @@ def test_training_arguments_are_validated() -> None:
         EncoderTrainingArgs(epochs=0, learning_rate=2.0)
     tiny = EncoderTrainingArgs.for_base_model("tiny", epochs=2)
     assert tiny.epochs == 2 and tiny.learning_rate > EncoderTrainingArgs().learning_rate
+
+
+def test_average_precision_rewards_ranking_true_labels_first() -> None:
+    y = np.array([[1, 0], [0, 1]])
+    assert _average_precision(y, np.array([[3.0, -1.0], [-2.0, 2.0]])) == 1.0
+    assert _average_precision(y, np.array([[-3.0, 1.0], [2.0, -2.0]])) == pytest.approx((1 / 3 + 2 / 4) / 2)
+    assert _average_precision(np.zeros((2, 2)), np.zeros((2, 2))) == 0.0
+
+
+def test_a_selection_file_picks_the_epoch(dataset_dir: Path, tmp_path: Path) -> None:
+    args = EncoderTrainingArgs.for_base_model(
+        "tiny", epochs=2, patience=2, tiny_vocab_size=1000, max_length=64, select_on=str(dataset_dir / "test.jsonl")
+    )
+    manifest = train_encoder(dataset_dir, tmp_path / "encoder", args, progress=False)
+    history = manifest.metrics["history"]
+    scores = [row["selection_average_precision"] for row in history]
+    assert len(scores) == 2 and all(0 < s <= 1 for s in scores)
+    assert manifest.metrics["best_epoch"] == 1 + int(np.argmax(scores))
+    assert manifest.training_args["select_on"] == str(dataset_dir / "test.jsonl")

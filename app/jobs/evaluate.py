@@ -201,7 +201,8 @@ def run_evaluation(config: EvalConfig, progress: bool = True) -> dict[str, Any]:
     }
     report["encoder"] = {"version": encoder.version, "base_model": encoder.manifest.base_model}
     if curve:
-        plot_escalation_curve(curve, threshold, report["overall"]["hybrid"], config.out / "escalation_curve.png")
+        tiers = {name: report["overall"][name]["f1_micro"] for name in ("encoder", "llm")}
+        plot_escalation_curve(curve, threshold, report["overall"]["hybrid"], config.out / "escalation_curve.png", tiers)
     plot_per_label(report, config.out / "per_label_f1.png")
     (config.out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     (config.out / "report.md").write_text(render_markdown(report))
@@ -355,16 +356,16 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         "## Calibration (encoder)",
         "",
-        f"Mean expected calibration error on this data: {cal['mean_ece_before']:.4f} before temperature scaling, "
-        f"{cal['mean_ece_after']:.4f} after. ![reliability](reliability.png)",
+        f"Mean expected calibration error on this data: {cal['mean_ece_before']:.4f} before calibration "
+        f"(temperature and bias), {cal['mean_ece_after']:.4f} after. ![reliability](reliability.png)",
         "",
-        "| label | temperature | ECE before | ECE after |",
-        "|---|---|---|---|",
+        "| label | temperature | bias | ECE before | ECE after |",
+        "|---|---|---|---|---|",
     ]
     for label in report["labels"]:
         lines.append(
-            f"| {label} | {cal['temperatures'][label]:.2f} | {cal['ece_before'][label]:.4f} | "
-            f"{cal['ece_after'][label]:.4f} |"
+            f"| {label} | {cal['temperatures'][label]:.2f} | {cal['biases'][label]:+.2f} | "
+            f"{cal['ece_before'][label]:.4f} | {cal['ece_after'][label]:.4f} |"
         )
     if report["escalation_curve"]:
         lines += [
@@ -388,13 +389,23 @@ def _figure() -> Any:
     return fig
 
 
-def plot_escalation_curve(curve: list[dict[str, float]], threshold: float, chosen: dict[str, Any], path: Path) -> None:
+def plot_escalation_curve(
+    curve: list[dict[str, float]],
+    threshold: float,
+    chosen: dict[str, Any],
+    path: Path,
+    tiers: dict[str, float] | None = None,
+) -> None:
+    """Hybrid F1 micro and exact match against the escalation rate, the operating point in red, and each tier
+    alone (``tiers``: name -> F1 micro) as a dashed line: where the curve is above both lines, the hybrid wins."""
     fig = _figure()
     ax = fig.add_subplot()
     points = sorted(curve, key=lambda p: p["rate"])
     rates = [100 * p["rate"] for p in points]
-    ax.plot(rates, [p["f1_micro"] for p in points], marker=".", label="F1 micro")
-    ax.plot(rates, [p["exact_match"] for p in points], marker=".", label="exact match")
+    ax.plot(rates, [p["f1_micro"] for p in points], marker=".", label="hybrid F1 micro")
+    ax.plot(rates, [p["exact_match"] for p in points], marker=".", label="hybrid exact match")
+    for (name, f1), style in zip((tiers or {}).items(), ("--", ":"), strict=False):
+        ax.axhline(f1, color="grey", linestyle=style, linewidth=1, label=f"{name} alone: F1 {f1:.3f}")
     rate = 100 * (chosen["escalation_rate"] or 0.0)
     ax.scatter(
         [rate, rate],

@@ -61,7 +61,7 @@ def threshold_for_rate(confidences: np.ndarray, rate: float) -> float:
 
 
 ARBITRATION_MARGIN = 0.02
-"""How much better (F1 on the band) the LLM or the union must do on a label before it takes the label over."""
+"""How much better (F1 on the band) another tier must do on a label before it takes the label over."""
 
 
 def arbitrate(
@@ -72,7 +72,7 @@ def arbitrate(
     band: float = 0.5,
     margin: float = ARBITRATION_MARGIN,
 ) -> tuple[MergePolicy, dict[str, dict[str, float]]]:
-    """Per label, the tier (encoder, llm or union) with the best F1 on the ``band`` least confident tickets.
+    """Per label, the tier (encoder, llm, union or agree) with the best F1 on the ``band`` least confident tickets.
 
     The encoder keeps a label unless another tier beats it by ``margin``: on a few hundred tickets smaller
     differences are noise. Returns the policy (default ``encoder``, one key per label that another tier takes)
@@ -84,13 +84,13 @@ def arbitrate(
     names = list(pipeline.names)
     enc = multi_hot([decisions[i].labels for i in rows], names)
     llm = multi_hot([llm_labels[i] for i in rows], names)
-    tiers = {"encoder": enc, "llm": llm, "union": np.maximum(enc, llm)}
+    tiers = {"encoder": enc, "llm": llm, "union": np.maximum(enc, llm), "agree": np.minimum(enc, llm)}
     table: dict[str, dict[str, float]] = {}
     per_label: dict[str, Tier] = {}
     for j, label in enumerate(names):
         f1 = {tier: _f1(y[rows, j], pred[:, j]) for tier, pred in tiers.items()}
         table[label] = {**f1, "support": float(y[rows, j].sum())}
-        best = max(("llm", "union"), key=lambda t: f1[t])
+        best = max(("llm", "union", "agree"), key=lambda t: f1[t])
         if f1[best] >= f1["encoder"] + margin:
             per_label[label] = cast(Tier, best)
     return MergePolicy(default="encoder", per_group=per_label), table
