@@ -49,6 +49,7 @@ from typing import Any, NoReturn
 
 from tqdm import tqdm
 
+from models.augment import typos
 from models.datasets import Example, write_jsonl
 from models.errors import DataError
 from models.taxonomy import Taxonomy, load_taxonomy
@@ -615,7 +616,6 @@ def _sample_labels(rng: random.Random) -> set[str]:
 # Assembly and noise.
 # ---------------------------------------------------------------------------------------------------------------
 
-_WORD = re.compile(r"[^\W\d_]{4,}")
 _SENTENCE_END = re.compile(r" ?[.!]+(?=\s|$)")
 
 
@@ -624,24 +624,6 @@ def _lower_first(text: str, keep_case: tuple[str, ...]) -> str:
     if first in keep_case or any(c.isupper() for c in first[1:]):
         return text
     return text[:1].lower() + text[1:]
-
-
-def _typos(text: str, rng: random.Random) -> str:
-    """Swap, drop or double a letter in one to three words."""
-    words = list(_WORD.finditer(text))
-    if not words:
-        return text
-    chars = list(text)
-    for match in sorted(rng.sample(words, min(len(words), rng.randint(1, 3))), key=lambda m: -m.start()):
-        pos = rng.randrange(match.start() + 1, match.end() - 1)
-        op = rng.randrange(3)
-        if op == 0:
-            chars[pos], chars[pos + 1] = chars[pos + 1], chars[pos]
-        elif op == 1:
-            del chars[pos]
-        else:
-            chars.insert(pos, chars[pos])
-    return "".join(chars)
 
 
 def _strip_accents(text: str, phrases: LanguagePhrases, rng: random.Random) -> str:
@@ -758,7 +740,7 @@ def _add_noise(text: str, labels: set[str], phrases: LanguagePhrases, rng: rando
     if lang != "en" and rng.random() < 0.08:
         text = _strip_accents(text, phrases, rng)
     if rng.random() < 0.10:
-        text = _typos(text, rng)
+        text = typos(text, rng)
     return text
 
 

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from router.decision import Decision, LabelRules, decide
 from router.escalation import EscalationMode, EscalationStatus, MergePolicy, needs_escalation
 
 DEFAULT_ESCALATION_THRESHOLD = 0.25
+
+T = TypeVar("T")
 
 LLMAnswers = Callable[[Sequence[int]], Sequence[Sequence[str]]]
 """Offline LLM seam for ``HybridPipeline.run``: the labels for the given row indices, in that order."""
@@ -39,14 +41,27 @@ class TaxonomyLike(Protocol):
     def implies(self) -> dict[str, tuple[str, ...]]: ...
 
 
-def resolve_threshold(configured: float | None, calibrated: tuple[float | None, str]) -> tuple[float, str]:
-    """The escalation threshold and where it came from: the setting, else the manifest's, else the default."""
+def _resolve(
+    configured: T | None, calibrated: tuple[T | None, str], setting: str, default: T, default_note: str
+) -> tuple[T, str]:
+    """A setting's value and where it came from: the setting, else the encoder manifest's, else the default."""
     if configured is not None:
-        return configured, "configured (TRIAGE_ESCALATION_THRESHOLD or --threshold)"
+        return configured, f"configured ({setting})"
     value, source = calibrated
     if value is not None:
         return value, f"encoder manifest ({source})"
-    return DEFAULT_ESCALATION_THRESHOLD, "default (run `triage calibrate-router` to choose it from data)"
+    return default, f"default ({default_note})"
+
+
+def resolve_threshold(configured: float | None, calibrated: tuple[float | None, str]) -> tuple[float, str]:
+    """The escalation threshold and where it came from: the setting, else the manifest's, else the default."""
+    return _resolve(
+        configured,
+        calibrated,
+        "TRIAGE_ESCALATION_THRESHOLD or --threshold",
+        DEFAULT_ESCALATION_THRESHOLD,
+        "run `triage calibrate-router` to choose it from data",
+    )
 
 
 DEFAULT_MERGE_POLICY = "default=llm"
@@ -54,12 +69,13 @@ DEFAULT_MERGE_POLICY = "default=llm"
 
 def resolve_merge_policy(configured: str | None, calibrated: tuple[str | None, str]) -> tuple[str, str]:
     """The merge policy and where it came from: the setting, else the manifest's arbitration, else the default."""
-    if configured is not None:
-        return configured, "configured (TRIAGE_MERGE_POLICY or --merge-policy)"
-    value, source = calibrated
-    if value is not None:
-        return value, f"encoder manifest ({source})"
-    return DEFAULT_MERGE_POLICY, "default (the LLM's labels replace the encoder's)"
+    return _resolve(
+        configured,
+        calibrated,
+        "TRIAGE_MERGE_POLICY or --merge-policy",
+        DEFAULT_MERGE_POLICY,
+        "the LLM's labels replace the encoder's",
+    )
 
 
 @dataclass(frozen=True)

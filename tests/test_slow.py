@@ -15,8 +15,8 @@ def test_build_default_end_to_end(tmp_path: Path) -> None:
     assert build_default(data, checkpoints, True, n=DEFAULT_BUILD_N, seed=0, progress=False, adapter=False)
     manifest = read_manifest(checkpoints / "encoder", kind="encoder")
     # the generated data is learnable: a floor far above chance, not a tuned target
-    assert manifest.metrics["test"]["f1_micro"] > 0.6
-    assert manifest.metrics["test_heldout"]["f1_micro"] > 0.45
+    assert manifest.metrics["test"]["f1_micro"] > 0.5
+    assert manifest.metrics["test_heldout"]["f1_micro"] > 0.4
     # calibrated on tickets people wrote (the proxy's validation half), the escalation threshold stored
     assert manifest.metrics["calibration"]["data"] == str(DEFAULT_CALIBRATION)
     assert manifest.metrics["calibration"]["mean_ece_after"] < manifest.metrics["calibration"]["mean_ece_before"]
