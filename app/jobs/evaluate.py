@@ -119,9 +119,16 @@ def escalation_curve(
     labels: list[str],
     points: int = 41,
 ) -> list[dict[str, float]]:
-    """Hybrid F1 micro and exact match against escalation rate, over thresholds from 0 to 1."""
+    """Hybrid F1 micro and exact match against escalation rate, from none escalated to all.
+
+    The thresholds are quantiles of the tickets' confidences, so the points spread evenly over escalation rates
+    whatever the scale of the confidences (calibrated ones can all sit close to 0).
+    """
+    confidences = np.asarray([d.confidence for d in pipeline.decide_batch(probs)], dtype=np.float64)
+    quantiles = np.quantile(confidences, np.linspace(0.0, 1.0, points)) if len(confidences) else np.zeros(0)
+    top = float(np.nextafter(confidences.max(), np.inf)) if len(confidences) else 1.0
     curve = []
-    for threshold in np.linspace(0.0, 1.0, points):
+    for threshold in sorted({0.0, *(float(q) for q in quantiles), top}):
         preds, rate = hybrid(pipeline.with_threshold(float(threshold)), probs, llm_labels)
         s = score(y, multi_hot(preds, labels), labels)
         curve.append(
