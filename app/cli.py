@@ -108,6 +108,10 @@ def _train_adapter(args: argparse.Namespace) -> int:
         lora_alpha=args.lora_alpha,
         lora_dropout=args.lora_dropout,
         train_experts=args.train_experts or None,
+        quantization=args.quantization,
+        max_length=args.max_length,
+        max_train_examples=args.max_train_examples,
+        max_eval_examples=args.max_eval_examples,
         seed=args.seed,
         device=args.device,
     )
@@ -348,6 +352,17 @@ def _llm_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--merge-policy", help="e.g. default=llm,emotion=encoder (TRIAGE_MERGE_POLICY)")
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    from app.jobs.doctor import diagnose, render, write_json
+    from app.server.settings import Settings
+
+    report = diagnose(Settings(), args.gpu)
+    print(render(report))
+    if args.json:
+        write_json(report, args.json)
+    return 0 if report.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="triage", description=__doc__)
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -361,6 +376,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout-keep-alive", type=int, default=30, help="idle keep-alive seconds (uvicorn default 5)")
     p.add_argument("--access-log", action="store_true", help="log every request line")
     p.set_defaults(func=_serve)
+
+    p = sub.add_parser("doctor", help="installed packages, the GPU, and memory plans for serving and QLoRA training")
+    p.add_argument("--gpu", help="plan for this GPU instead of the detected one: rtx4090, rtx3090, l4, a10g, ...")
+    p.add_argument("--json", type=Path, help="also write the report as JSON here")
+    p.set_defaults(func=_doctor)
 
     p = sub.add_parser("generate-data", help="write the synthetic multilingual EuroChef+ dataset")
     p.add_argument("--out", type=Path, default=DEFAULT_DATA)
@@ -394,7 +414,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lora-r", type=int)
     p.add_argument("--lora-alpha", type=int)
     p.add_argument("--lora-dropout", type=float)
-    p.add_argument("--train-experts", action="store_true", help="also adapt the MoE expert weights")
+    p.add_argument(
+        "--train-experts", action="store_true", help="also adapt the MoE expert weights (needs --quantization none)"
+    )
+    p.add_argument("--quantization", choices=["nf4", "none"], help="how the base is held (hub default: nf4, QLoRA)")
+    p.add_argument("--max-length", type=int, help="prompt tokens; the ticket is cut to fit (hub default: 1024)")
+    p.add_argument("--max-train-examples", type=int, help="train on the first N tickets only")
+    p.add_argument("--max-eval-examples", type=int, help="score at most N tickets per split")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true")

@@ -24,9 +24,10 @@ import torch
 from models.checkpoint import Manifest, read_manifest
 from models.constrained import AnswerGrammar
 from models.device import resolve_device
-from models.errors import CheckpointError, HardwareError, ModelError
-from models.llm import LLMConfig, Quantization, register_backend
+from models.errors import CheckpointError, ModelError
+from models.llm import LLMConfig, register_backend
 from models.prompt import PROMPT_VERSION, build_messages
+from models.quantize import check_mxfp4, load_causal_lm
 from models.taxonomy import Taxonomy
 from models.tiny_llm import render_prompt
 
@@ -230,94 +231,6 @@ def generate_labels(
 # -- loading -----------------------------------------------------------------------------------------------------
 
 
-def require_bitsandbytes() -> Any:
-    """Import bitsandbytes or say how to get it."""
-    try:
-        import bitsandbytes
-    except ImportError as exc:
-        raise HardwareError(
-            f"4-bit NF4 needs bitsandbytes, which cannot be imported ({exc}); `pip install 'bitsandbytes>=0.45'` "
-            "or use quantization 'none'"
-        ) from exc
-    return bitsandbytes
-
-
-def check_mxfp4(device: torch.device) -> None:
-    """Native MXFP4 (GPT-OSS's own weights) needs a CUDA GPU of compute capability 7.5+, triton 3.4+ and kernels."""
-    from transformers.utils import is_kernels_available, is_triton_available
-
-    missing = []
-    if device.type != "cuda" or not torch.cuda.is_available():
-        missing.append(f"a CUDA GPU (device is {device.type})")
-    elif torch.cuda.get_device_capability(device) < (7, 5):
-        missing.append(f"compute capability 7.5+ (found {torch.cuda.get_device_capability(device)})")
-    if not is_triton_available("3.4.0"):
-        missing.append("triton>=3.4")
-    if not is_kernels_available():
-        missing.append("the kernels package")
-    if missing:
-        raise HardwareError(
-            f"quantization 'mxfp4' runs GPT-OSS's native MXFP4 kernels, which need {', '.join(missing)}; "
-            "use quantization 'nf4' (bitsandbytes, works on CPU too) or 'none'"
-        )
-
-
-def prequantized_method(model_config: Any) -> str | None:
-    """The quantisation a checkpoint ships in (``mxfp4`` for openai/gpt-oss-*), or None for plain weights."""
-    config = getattr(model_config, "quantization_config", None)
-    if config is None:
-        return None
-    method = config.get("quant_method") if isinstance(config, dict) else getattr(config, "quant_method", None)
-    return str(getattr(method, "value", method)) if method is not None else None
-
-
-def resolve_quantization(quantization: Quantization, device: torch.device) -> Quantization:
-    """``auto`` is NF4 on CUDA and none on the CPU; other modes stay as asked."""
-    if quantization == "auto":
-        return "nf4" if device.type == "cuda" else "none"
-    return quantization
-
-
-def quantization_kwargs(
-    quantization: Quantization, device: torch.device, prequantized: str | None = None
-) -> tuple[dict[str, Any], str]:
-    """``from_pretrained`` keyword arguments for a quantisation mode on a device, and the mode actually used.
-
-    GPT-OSS hub checkpoints ship MXFP4 experts, and transformers cannot re-quantise them to NF4 while loading (it
-    refuses a second quantisation config). For such a base, ``nf4`` and ``none`` load the dequantised bf16 weights;
-    bitsandbytes would leave GPT-OSS's experts (~19B of 21B parameters) unquantised anyway, so NF4 would save little.
-    """
-    from transformers import BitsAndBytesConfig
-    from transformers.utils.quantization_config import Mxfp4Config
-
-    quantization = resolve_quantization(quantization, device)
-    compute = torch.bfloat16 if device.type == "cuda" else torch.float32
-    device_map: dict[str, Any] = {"": str(device) if device.type != "cuda" else device.index or 0}
-    if quantization not in ("nf4", "mxfp4", "none"):
-        raise HardwareError(f"unknown quantization {quantization!r}; use nf4, mxfp4 or none")
-    if quantization == "mxfp4":
-        check_mxfp4(device)
-        return {"quantization_config": Mxfp4Config(), "dtype": torch.bfloat16, "device_map": device_map}, "mxfp4"
-    if prequantized == "mxfp4":
-        if quantization == "nf4":
-            logger.warning(
-                "quantization nf4 was requested but the base ships MXFP4 weights, which cannot be re-quantised to "
-                "NF4 on load: loading them dequantised to bf16. Use quantization mxfp4 on a CUDA GPU to keep them small"
-            )
-        kwargs = {"quantization_config": Mxfp4Config(dequantize=True), "dtype": torch.bfloat16}
-        return {**kwargs, "device_map": device_map}, "bf16-dequantized-mxfp4"
-    if quantization == "nf4":
-        require_bitsandbytes()
-        config = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=compute,
-        )
-        return {"quantization_config": config, "dtype": compute, "device_map": device_map}, "nf4"
-    return {"dtype": compute, "device_map": device_map}, "none"
-
-
 def base_config_summary(model_config: Any) -> dict[str, Any]:
     return {key: getattr(model_config, key, None) for key in BASE_CONFIG_KEYS}
 
@@ -367,13 +280,13 @@ class LocalLLMClassifier:
         self.encoder: PromptEncoder | None = None
         self.load_seconds: float | None = None
         self.quantization: str | None = None
-        """The quantisation actually used (see ``quantization_kwargs``)."""
+        """The quantisation actually used (see ``models.quantize.load_causal_lm``)."""
         self._lock = threading.Lock()
 
     def load(self) -> None:
         """Read the manifest, load the (quantised) base and the adapter. Blocking: call it off the event loop."""
         from peft import PeftModel
-        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoConfig, AutoTokenizer
 
         started = time.perf_counter()
         adapter_path = Path(self.config.adapter_path)
@@ -388,7 +301,7 @@ class LocalLLMClassifier:
         device = resolve_device(self.config.device)
         base = resolve_base(adapter_path, manifest, self.config.base_model)
         if self.config.quantization == "mxfp4":
-            check_mxfp4(device)
+            check_mxfp4(device)  # before any download
         try:
             base_config = AutoConfig.from_pretrained(base)
         except (OSError, ValueError) as exc:
@@ -403,13 +316,12 @@ class LocalLLMClassifier:
                 f"adapter {adapter_path} was trained on base {manifest.base_model!r} ({recorded}) but base {base!r} "
                 f"is {found}; load it with the base it was trained on"
             )
-        kwargs, quantization = quantization_kwargs(self.config.quantization, device, prequantized_method(base_config))
         tokenizer_source = adapter_path if (adapter_path / "tokenizer_config.json").exists() else Path(base)
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_source) if tokenizer_source.exists() else base)
-            base_model: Any = AutoModelForCausalLM.from_pretrained(base, **kwargs)
         except OSError as exc:
-            raise CheckpointError(f"cannot load base model {base!r} for adapter {adapter_path}: {exc}") from exc
+            raise CheckpointError(f"cannot load the tokenizer of {base!r} for adapter {adapter_path}: {exc}") from exc
+        base_model, quantization = load_causal_lm(base, self.config.quantization, device, base_config)
         try:
             model = PeftModel.from_pretrained(base_model, str(adapter_path), is_trainable=False)
         except (RuntimeError, ValueError, KeyError) as exc:

@@ -39,11 +39,10 @@ from models.llm_local import (
     build_batch,
     generate_labels,
     prefix_sharing_exact,
-    prequantized_method,
-    quantization_kwargs,
-    require_bitsandbytes,
 )
+from models.memory_plan import detected_gpu, load_config, training_plan
 from models.prompt import NONE_ANSWER, PROMPT_VERSION, SEPARATOR, system_prompt
+from models.quantize import load_causal_lm, require_bitsandbytes
 from models.scoring import score
 from models.tiny import TINY
 from models.tiny_llm import tiny_gpt_oss_config, train_llm_tokenizer
@@ -121,6 +120,11 @@ class AdapterTrainingArgs:
             "tiny_text_loss_weight": self.tiny_text_loss_weight >= 0,
         }
         check_arguments(self, checks, "adapter training argument")
+        if self.train_experts and self.quantization == "nf4":
+            raise DataError(
+                "train_experts needs quantization 'none': with quantization 'nf4' the experts are held in 4 bits, "
+                "and PEFT's target_parameters cannot wrap a 4-bit parameter (it would match nothing)"
+            )
         wrong = [m for m in self.target_modules if m in ("experts", "router", "mlp")]
         if wrong:
             raise DataError(
@@ -168,7 +172,38 @@ def check_hardware(args: AdapterTrainingArgs) -> torch.device:
         )
     if args.quantization == "nf4":
         require_bitsandbytes()
+    if not is_local and device.type == "cuda":
+        check_training_fits(args)
     return device
+
+
+def training_plan_for(args: AdapterTrainingArgs, gpu: Any) -> Any:
+    """The QLoRA memory plan of these arguments on ``gpu`` (see ``models.memory_plan``)."""
+    return training_plan(
+        load_config(args.base_model),
+        gpu,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        lora_r=args.lora_r,
+        target_modules=args.target_modules,
+        target_parameters=args.target_parameters,
+        quantization=args.quantization,
+        gradient_checkpointing=args.gradient_checkpointing,
+    )
+
+
+def check_training_fits(args: AdapterTrainingArgs) -> None:
+    """Refuse, before loading 20B parameters, a run whose memory plan does not fit the GPU."""
+    gpu = detected_gpu()
+    if gpu is None:
+        return
+    plan = training_plan_for(args, gpu)
+    if not plan.fits:
+        raise HardwareError(
+            "this training run does not fit the GPU; lower --batch-size or --max-length, or use a larger GPU:\n"
+            + plan.render()
+        )
+    logger.info("memory plan:\n%s", plan.render())
 
 
 # -- batches and losses -----------------------------------------------------------------------------------------
@@ -336,18 +371,17 @@ def _pretrain_tiny(
 
 
 def _load_hub_base(args: AdapterTrainingArgs, device: torch.device) -> tuple[Any, Any, str]:
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
     try:
         config = AutoConfig.from_pretrained(args.base_model)
-        kwargs, used = quantization_kwargs(args.quantization, device, prequantized_method(config))
         tokenizer = AutoTokenizer.from_pretrained(args.base_model)
-        model = AutoModelForCausalLM.from_pretrained(args.base_model, **kwargs)
     except OSError as exc:
         raise CheckpointError(
             f"cannot load base model {args.base_model!r}: {exc}. It must be a local folder, in the Hugging Face "
             "cache or downloadable; on an offline machine use --base-model tiny."
         ) from exc
+    model, used = load_causal_lm(args.base_model, args.quantization, device, config)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer, used
@@ -483,10 +517,9 @@ def train_adapter(data: str | Path, out: str | Path, args: AdapterTrainingArgs, 
             tokenizer.save_pretrained(tmp / BASE_FOLDER)
             extra["base_path"] = BASE_FOLDER
             if args.quantization == "nf4":
-                from transformers import AutoModelForCausalLM
-
-                kwargs, extra["quantization_trained"] = quantization_kwargs(args.quantization, device)
-                model = AutoModelForCausalLM.from_pretrained(tmp / BASE_FOLDER, **kwargs)
+                model, extra["quantization_trained"] = load_causal_lm(
+                    str(tmp / BASE_FOLDER), "nf4", device, model.config
+                )
         else:
             model, tokenizer, extra["quantization_trained"] = _load_hub_base(args, device)
             grammar = AnswerGrammar.from_tokenizer(tokenizer, dataset.taxonomy)

@@ -22,9 +22,8 @@ from models.llm_local import (
     build_batch,
     generate_labels,
     prefix_sharing_exact,
-    prequantized_method,
-    quantization_kwargs,
 )
+from models.quantize import expert_storage_report, from_pretrained_kwargs, prequantized_method, resolve_quantization
 from models.taxonomy import Taxonomy
 from models.tiny_llm import FINAL_CHANNEL, render_prompt, tiny_gpt_oss_config
 from tests.llm_fixtures import adapter_dir  # noqa: F401
@@ -98,12 +97,12 @@ def test_health_and_unload(adapter_dir: Path) -> None:  # noqa: F811
 
 
 def test_nf4_loads_and_answers_on_cpu(adapter_dir: Path) -> None:  # noqa: F811
-    import bitsandbytes as bnb
-
+    """nf4 on a mixture-of-experts base: every expert tensor in 4 bits, attention stays dense under the LoRA."""
     clf = LocalLLMClassifier(LLMConfig(adapter_path=adapter_dir, quantization="nf4", device="cpu"))
     clf.load()
-    projections = [m for n, m in clf.model.named_modules() if n.endswith(("q_proj.base_layer", "o_proj.base_layer"))]
-    assert projections and all(isinstance(m, bnb.nn.Linear4bit) for m in projections)
+    layers = clf.model.config.num_hidden_layers
+    assert expert_storage_report(clf.model) == {"nf4": 2 * layers, "dense": 0}
+    assert clf.health()["quantization"] == "nf4"
     answers = clf.classify_batch(TICKETS[:3])
     assert len(answers) == 3 and all(set(a) <= set(clf.labels) for a in answers)
     clf.unload()
@@ -214,24 +213,27 @@ def test_prefix_sharing_is_exact_only_without_a_short_sliding_window() -> None:
     assert prefix_sharing_exact(Config(), 500)
 
 
-def test_gpt_oss_mxfp4_checkpoints_load_dequantised_for_nf4_and_none() -> None:
-    """transformers refuses a BitsAndBytesConfig on top of openai/gpt-oss-*'s MXFP4 weights: dequantise instead."""
+def test_quantization_modes_resolve_and_map_to_loader_arguments() -> None:
+    """auto never picks a bf16-dequantised GPT-OSS on CUDA; 'none' on an MXFP4 hub checkpoint is that dequantisation."""
     from transformers import GptOssConfig
 
     config = GptOssConfig(num_hidden_layers=2)
     config.quantization_config = {"quant_method": "mxfp4"}  # as in openai/gpt-oss-20b's config.json
     assert prequantized_method(config) == "mxfp4"
     assert prequantized_method(GptOssConfig(num_hidden_layers=2)) is None
+    assert resolve_quantization("auto", "cuda", True, "mxfp4") == "nf4"  # no kernels package here; mxfp4 with it
+    assert resolve_quantization("auto", "cuda", False, None) == "nf4"
+    assert resolve_quantization("auto", "cpu", True, "mxfp4") == "none"
+    assert resolve_quantization("none", "cuda", True, "mxfp4") == "none"
     cpu = torch.device("cpu")
-    for mode in ("nf4", "none"):
-        kwargs, used = quantization_kwargs(mode, cpu, "mxfp4")
-        assert used == "bf16-dequantized-mxfp4"
-        assert kwargs["quantization_config"].dequantize is True and kwargs["dtype"] == torch.bfloat16
-    kwargs, used = quantization_kwargs("nf4", cpu)
+    kwargs, used = from_pretrained_kwargs("none", cpu, "mxfp4")
+    assert used == "bf16-dequantized-mxfp4"
+    assert kwargs["quantization_config"].dequantize is True and kwargs["dtype"] == torch.bfloat16
+    kwargs, used = from_pretrained_kwargs("nf4", cpu, None)  # a dense base: bitsandbytes Linear4bit
     assert used == "nf4" and kwargs["quantization_config"].bnb_4bit_quant_type == "nf4"
     assert kwargs["quantization_config"].bnb_4bit_compute_dtype == torch.float32  # bf16 on CUDA
     with pytest.raises(HardwareError, match=r"mxfp4.*triton>=3.4.*use quantization 'nf4'"):
-        quantization_kwargs("mxfp4", cpu, "mxfp4")
+        from_pretrained_kwargs("mxfp4", cpu, "mxfp4")
 
 
 def test_generation_stops_at_the_callers_deadline(classifier: LocalLLMClassifier) -> None:

@@ -14,8 +14,9 @@ from models.checkpoint import MANIFEST_FILE, read_manifest
 from models.constrained import AnswerGrammar
 from models.datasets import load_dataset
 from models.errors import DataError, HardwareError, ModelError
-from models.llm_local import PromptEncoder, answer_loss, build_batch, quantization_kwargs
+from models.llm_local import PromptEncoder, answer_loss, build_batch
 from models.prompt import PROMPT_VERSION
+from models.quantize import from_pretrained_kwargs
 from models.taxonomy import Taxonomy
 from models.train_adapter import (
     EXPERT_PARAMETERS,
@@ -82,8 +83,8 @@ def test_adapter_folder_is_complete(adapter_dir: Path) -> None:  # noqa: F811
 
 def _nf4_lora(folder: Path, **overrides: Any) -> tuple[Any, list[list[int]], list[list[int]], PromptEncoder]:
     device = torch.device("cpu")
-    args = AdapterTrainingArgs.for_base_model("tiny", quantization="nf4", **overrides)
-    kwargs, used = quantization_kwargs("nf4", device)
+    args = AdapterTrainingArgs.for_base_model("tiny", **overrides)
+    kwargs, used = from_pretrained_kwargs("nf4", device, None)  # bitsandbytes Linear4bit, as for a dense base
     assert used == "nf4"
     base = AutoModelForCausalLM.from_pretrained(folder / "base", **kwargs)
     model = _prepare_for_training(base, args)
@@ -135,3 +136,20 @@ def test_train_writes_nothing_when_it_fails(dataset_dir: Path, tmp_path: Path) -
         train_adapter(dataset_dir, out, args, progress=False)
     assert list(tmp_path.iterdir()) == []
     assert load_dataset(dataset_dir)  # the data was fine: the prompt did not fit
+
+
+def test_qlora_with_4_bit_experts_trains_every_lora_tensor(dataset_dir: Path, tmp_path: Path) -> None:
+    """The trainer's own path with quantization nf4 on the tiny GPT-OSS: experts in NF4, LoRA on attention."""
+    from tests.llm_fixtures import FAST_TINY
+
+    args = AdapterTrainingArgs.for_base_model("tiny", quantization="nf4", **FAST_TINY)
+    manifest = train_adapter(dataset_dir, tmp_path / "adapter", args, progress=False)
+    assert manifest.extra["quantization_trained"] == "nf4"
+    report = manifest.extra["lora_gradients"]
+    assert report["lora_tensors"] > 0 and report["with_grad"] == report["lora_tensors"]
+    assert report["nonzero_grad"] > 0
+
+
+def test_expert_lora_needs_unquantised_experts() -> None:
+    with pytest.raises(DataError, match=r"train_experts needs quantization 'none'.*cannot wrap a 4-bit parameter"):
+        AdapterTrainingArgs(train_experts=True, quantization="nf4")

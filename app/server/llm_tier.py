@@ -14,13 +14,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.server.batcher import BatchPolicy, DynamicBatcher
 from app.server.metrics import Metrics
 from app.server.settings import Settings
 from models.checkpoint import read_manifest
 from models.llm import LLMClassifier, LLMConfig, create_llm
+
+if TYPE_CHECKING:
+    from models.memory_plan import ServingShape
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +40,18 @@ def llm_config(settings: Settings, adapter_path: Path | None = None) -> LLMConfi
         api_key=settings.llm_api_key,
         remote_model=settings.llm_remote_model,
         timeout_s=settings.llm_timeout_s,
+    )
+
+
+def serving_shape(settings: Settings) -> ServingShape:
+    """What the server holds at once on its GPU, for the memory plan (``models.memory_plan``)."""
+    from models.memory_plan import ServingShape
+
+    return ServingShape(
+        encoder_max_batch_tokens=settings.max_batch_tokens,
+        llm_batch=settings.llm_max_batch_size,
+        llm_input_tokens=LLMConfig().max_input_tokens,
+        llm_new_tokens=settings.llm_max_new_tokens,
     )
 
 

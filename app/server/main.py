@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, Response
 
 from app.server import errors
 from app.server.errors import install_error_handlers
-from app.server.llm_tier import LazyLLM, build_llm
+from app.server.llm_tier import LazyLLM, build_llm, serving_shape
 from app.server.metrics import Metrics
 from app.server.schemas import ClassifyRequest, ClassifyResponse, ErrorResponse, TicketResult, check_limits
 from app.server.service import ClassificationService, TicketInput, llm_batch_policy
@@ -56,6 +56,7 @@ class ServerState:
 
 def _load_service(settings: Settings, metrics: Metrics) -> ClassificationService:
     from models.encoder import load_for_serving
+    from models.memory_plan import check_serving_fits
     from models.store import check_adapter_matches
 
     # Resolve the served pair once: a later promotion (the pointer switching) changes nothing here until restart.
@@ -63,6 +64,16 @@ def _load_service(settings: Settings, metrics: Metrics) -> ClassificationService
     adapter_path = settings.adapter_path(encoder_path).resolve()
     if settings.llm_backend != "none":
         check_adapter_matches(encoder_path, adapter_path)
+    if settings.device != "cpu":  # on a CUDA GPU: refuse, with the plan, what cannot fit (no GPU: nothing to check)
+        plan = check_serving_fits(
+            encoder_path,
+            adapter_path if settings.llm_backend == "local" else None,
+            serving_shape(settings),
+            settings.llm_quantization,
+            settings.llm_base_model,
+        )
+        if plan is not None:
+            logger.info("memory plan:\n%s", plan.render())
     # The forward pass runs in a worker thread between many small Python-level ops, each needing the GIL; with
     # the default 5 ms switch interval a busy event loop holds the forward back at every op.
     sys.setswitchinterval(SWITCH_INTERVAL_S)
