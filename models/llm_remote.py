@@ -1,17 +1,24 @@
-"""The ``openai`` LLM backend: escalations go to an OpenAI-compatible Chat Completions server.
+"""The ``openai`` LLM backend: escalations go to an OpenAI-compatible server (vLLM) as raw completions.
 
 The expected server is vLLM serving the base model with the triage adapter as a LoRA module, e.g.
-``vllm serve openai/gpt-oss-20b --enable-lora --lora-modules triage-adapter=checkpoints/default/adapter``;
-the request's ``model`` field (``LLMConfig.remote_model``) names the LoRA module. Answers are constrained with a
-JSON schema (``response_format``) whose enum is the taxonomy, and checked again here: a server that ignores the
-schema must not leak labels outside the taxonomy.
+``vllm serve openai/gpt-oss-20b --enable-lora --lora-modules triage-adapter=checkpoints/prod/adapter`` (checked
+against vLLM 0.34.0's source: its gpt-oss model class supports LoRA on attention and experts); the request's
+``model`` field (``LLMConfig.remote_model``) names the LoRA module.
+
+The request is ``POST /v1/completions`` with the exact prompt the adapter was trained on, as token ids: the chat
+template rendered by the adapter's own tokenizer, ending in gpt-oss's final channel, so the model answers at once
+instead of reasoning first (through ``/v1/chat/completions`` gpt-oss spends its token budget in the analysis
+channel before any answer). The answer is constrained to the label grammar (``structured_outputs.regex``) and
+checked again here: a server that ignores the constraint must not leak labels outside the taxonomy. (vLLM 0.12
+removed the older ``guided_regex`` field; a server that does not know ``structured_outputs`` answers unconstrained,
+which the check here catches.)
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
+import re
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -20,16 +27,17 @@ from typing import Any, TypeVar
 import httpx
 
 from models.checkpoint import read_manifest
+from models.constrained import AnswerGrammar
 from models.errors import CheckpointError, ModelError
 from models.llm import LLMClassifier, LLMConfig, register_backend
-from models.prompt import build_messages
+from models.llm_local import PromptEncoder
+from models.prompt import NONE_ANSWER, PROMPT_VERSION, SEPARATOR
 from models.taxonomy import Taxonomy
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-SCHEMA_NAME = "ticket_labels"
 MAX_CONCURRENT_REQUESTS = 8
 """Requests in flight per batch; vLLM batches them on the GPU, so a few in parallel cut latency."""
 BACKOFF_BASE_S = 0.1
@@ -51,77 +59,67 @@ class _Transient(Exception):
         self.hint = hint
 
 
-def labels_schema(taxonomy: Taxonomy) -> dict[str, Any]:
-    """The JSON schema every answer must match: ``{"labels": [...]}`` with names from the taxonomy, no repeats."""
-    return {
-        "type": "object",
-        "properties": {
-            "labels": {"type": "array", "items": {"type": "string", "enum": taxonomy.names}, "uniqueItems": True},
-        },
-        "required": ["labels"],
-        "additionalProperties": False,
-    }
+def answer_regex(taxonomy: Taxonomy) -> str:
+    """The answers the adapter was trained to give: ``none``, or label names joined by ``", "``."""
+    names = "|".join(re.escape(name) for name in taxonomy.names)
+    return f"{re.escape(NONE_ANSWER)}|({names})({re.escape(SEPARATOR)}({names}))*"
 
 
-def response_format(taxonomy: Taxonomy) -> dict[str, Any]:
-    """The Chat Completions ``response_format`` that asks the server to decode under ``labels_schema``."""
-    return {
-        "type": "json_schema",
-        "json_schema": {"name": SCHEMA_NAME, "strict": True, "schema": labels_schema(taxonomy)},
-    }
-
-
-def parse_labels(content: object, taxonomy: Taxonomy) -> list[str]:
-    """Check an answer's ``message.content`` against ``labels_schema``; labels come back in taxonomy order.
-
-    Raises ``ValueError`` saying what was malformed (never echoing the content: it may quote the ticket).
-    """
-    if not isinstance(content, str):
-        raise ValueError(f"message.content is {type(content).__name__}, expected a JSON string")
-    try:
-        data = json.loads(content)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"message.content is not JSON ({exc.msg} at char {exc.pos} of {len(content)})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"answer is a JSON {type(data).__name__}, expected an object with key 'labels'")
-    if set(data) != {"labels"}:
-        raise ValueError(f"answer has keys {sorted(data)}, expected exactly ['labels']")
-    labels = data["labels"]
-    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
-        raise ValueError("answer 'labels' is not a list of strings")
-    unknown = sorted(set(labels) - set(taxonomy.names))
+def parse_answer_text(text: object, taxonomy: Taxonomy, cut: bool = False) -> list[str]:
+    """Labels of an answer text, in taxonomy order. Raises ``ValueError`` saying what is malformed (never echoing
+    the text: it may quote the ticket). ``cut``: the answer hit ``max_tokens``; keep its complete labels."""
+    if not isinstance(text, str):
+        raise ValueError(f"choices[0].text is {type(text).__name__}, expected a string")
+    answer = text.strip()
+    if answer == NONE_ANSWER:
+        return []
+    parts = answer.split(SEPARATOR.strip())
+    parts = [part.strip() for part in parts]
+    if cut and parts and parts[-1] not in taxonomy.names:
+        parts = parts[:-1]  # the last label was cut mid-way
+    if not parts or not all(parts):
+        raise ValueError(f"the answer ({len(answer)} characters) is not '{NONE_ANSWER}' nor label names")
+    unknown = sorted(set(parts) - set(taxonomy.names))
     if unknown:
-        raise ValueError(f"answer has label(s) outside the taxonomy {taxonomy.name!r}: {', '.join(unknown)}")
-    duplicates = sorted({x for x in labels if labels.count(x) > 1})
+        named = [name for name in unknown if re.fullmatch(r"[a-z][a-z0-9_]{0,39}", name)]  # no free text in logs
+        raise ValueError(
+            f"answer has {len(unknown)} name(s) outside the taxonomy {taxonomy.name!r}"
+            + (f": {', '.join(named)}" if named else "")
+        )
+    duplicates = sorted({x for x in parts if parts.count(x) > 1})
     if duplicates:
         raise ValueError(f"answer repeats label(s) {', '.join(duplicates)}")
-    return [name for name in taxonomy.names if name in set(labels)]
+    return [name for name in taxonomy.names if name in set(parts)]
 
 
 class OpenAIClassifier:
-    """``LLMClassifier`` over HTTP: one ``POST /chat/completions`` per ticket, retried within ``max_retries``.
+    """``LLMClassifier`` over HTTP: one ``POST /completions`` per ticket, retried within ``max_retries``.
 
-    The taxonomy comes from the constructor or, when none is given, from the adapter manifest at
-    ``config.adapter_path`` (the same folder the server loads as a LoRA module) when ``load()`` runs.
-    Thread-safe once loaded: ``classify_batch`` may be called from several worker threads.
+    The taxonomy, the prompt version and the tokenizer come from the adapter folder at ``config.adapter_path``
+    (the folder vLLM serves as a LoRA module, or the one ``export-merged`` wrote) when ``load()`` runs: the prompt
+    is built exactly as in training and sent as token ids. Thread-safe once loaded.
     """
 
-    def __init__(self, config: LLMConfig, taxonomy: Taxonomy | None = None) -> None:
+    def __init__(self, config: LLMConfig) -> None:
         self.config = config
-        self.taxonomy = taxonomy
-        self.labels: list[str] = taxonomy.names if taxonomy is not None else []
+        self.taxonomy: Taxonomy | None = None
+        self.labels: list[str] = []
         self.last_error: str | None = None
         self._client: httpx.Client | None = None
-        self._response_format: dict[str, Any] | None = response_format(taxonomy) if taxonomy is not None else None
+        self._prompts: PromptEncoder | None = None
+        self._regex = ""
+        self._stop_ids: list[int] = []
+        self._max_tokens = config.max_new_tokens
 
     # -- seam ------------------------------------------------------------------------------------------------
 
     def load(self) -> None:
-        """Read the taxonomy if needed, open the HTTP client and check the server serves ``remote_model``."""
-        if self.taxonomy is None:
-            self.taxonomy = self._taxonomy_from_adapter()
-            self.labels = self.taxonomy.names
-            self._response_format = response_format(self.taxonomy)
+        """Read the adapter folder, open the HTTP client and check the server serves ``remote_model``."""
+        self.taxonomy, self._prompts, grammar = self._from_adapter()
+        self.labels = self.taxonomy.names
+        self._regex = answer_regex(self.taxonomy)
+        self._max_tokens = min(self.config.max_new_tokens, grammar.max_answer_tokens + 1)  # + end of answer
+        self._stop_ids = [grammar.eos_id]  # <|return|> for gpt-oss: the end of a final-channel answer
         headers = {"Authorization": f"Bearer {self.config.api_key}"} if self.config.api_key else {}
         client = httpx.Client(base_url=self.config.endpoint, timeout=self.config.timeout_s, headers=headers)
         self._client = client
@@ -173,6 +171,7 @@ class OpenAIClassifier:
             "endpoint": self.config.endpoint,
             "model": self.config.remote_model,
             "loaded": self._client is not None,
+            "api": "completions",
             "labels": len(self.labels),
             "last_error": self.last_error,
         }
@@ -184,17 +183,31 @@ class OpenAIClassifier:
 
     # -- internals -------------------------------------------------------------------------------------------
 
-    def _taxonomy_from_adapter(self) -> Taxonomy:
+    def _from_adapter(self) -> tuple[Taxonomy, PromptEncoder, AnswerGrammar]:
+        from transformers import AutoTokenizer
+
         path = self.config.adapter_path
         try:
             manifest = read_manifest(path, kind="adapter")
-        except CheckpointError as exc:
+            version = manifest.extra.get("prompt_version")
+            if version is not None and str(version) != PROMPT_VERSION:
+                raise CheckpointError(
+                    f"{path} was trained on prompt version {version}, this triage builds prompt version "
+                    f"{PROMPT_VERSION}; retrain the adapter"
+                )
+            tokenizer = AutoTokenizer.from_pretrained(str(path))
+        except (CheckpointError, OSError, ValueError) as exc:
             raise CheckpointError(
-                f"the openai LLM backend reads the label taxonomy from the adapter manifest at {path}, "
-                f"but: {exc}. Copy the adapter folder that vLLM serves to {path} (or point the adapter path at "
-                "it), or construct OpenAIClassifier with an explicit taxonomy"
+                f"the openai LLM backend builds the adapter's own prompt from the adapter folder at {path} "
+                f"(manifest, tokenizer), but: {exc}. Copy the adapter folder that vLLM serves to {path}, or point "
+                "the adapter path at it"
             ) from exc
-        return Taxonomy.from_dict(manifest.taxonomy)
+        taxonomy = Taxonomy.from_dict(manifest.taxonomy)
+        return (
+            taxonomy,
+            PromptEncoder(tokenizer, taxonomy, self.config.max_input_tokens),
+            AnswerGrammar.from_tokenizer(tokenizer, taxonomy),
+        )
 
     def _fail(self, what: str, fix: str) -> RemoteLLMError:
         message = f"LLM endpoint {self.config.endpoint}: {what}; {fix}"
@@ -286,46 +299,58 @@ class OpenAIClassifier:
                 "check that the endpoint is an OpenAI-compatible server and ends in /v1",
             ) from None
 
+    def request_body(self, text: str) -> dict[str, Any]:
+        """The ``/completions`` request for one ticket: the trained prompt as token ids, the label grammar."""
+        if self._prompts is None:
+            raise RemoteLLMError(f"the openai LLM backend for {self.config.endpoint} is not loaded; call load() first")
+        prompt = self._prompts.prefix_ids + self._prompts.ticket_ids([text])[0]
+        return {
+            "model": self.config.remote_model,
+            "prompt": prompt,
+            "max_tokens": self._max_tokens,
+            "temperature": 0,
+            "stop_token_ids": list(self._stop_ids),
+            "structured_outputs": {"regex": self._regex},
+        }
+
     def _classify_one(self, text: str, deadline: float | None) -> list[str]:
         client, taxonomy = self._client, self.taxonomy
         if client is None or taxonomy is None:
             raise RemoteLLMError(f"the openai LLM backend for {self.config.endpoint} is not loaded; call load() first")
-        body = {
-            "model": self.config.remote_model,
-            "messages": build_messages(text, taxonomy),
-            "temperature": 0,
-            "max_tokens": self.config.max_new_tokens,
-            "response_format": self._response_format,
-        }
+        body = self.request_body(text)
 
         def attempt(timeout_s: float) -> list[str]:
-            return self._read_answer(self._send(client, "POST", "/chat/completions", body, timeout_s), taxonomy)
+            return self._read_answer(self._send(client, "POST", "/completions", body, timeout_s), taxonomy)
 
-        return self._with_retries("POST /chat/completions", attempt, deadline)
+        return self._with_retries("POST /completions", attempt, deadline)
 
     def _read_answer(self, data: Any, taxonomy: Taxonomy) -> list[str]:
         try:
             choice = data["choices"][0]
-            content = choice["message"]["content"]
+            text = choice["text"]
         except (KeyError, IndexError, TypeError) as exc:
             raise _Transient(
-                f"POST /chat/completions returned no choices[0].message.content (missing {exc})",
-                "check that the endpoint speaks the OpenAI Chat Completions protocol",
+                f"POST /completions returned no choices[0].text (missing {exc})",
+                "check that the endpoint speaks the OpenAI Completions protocol",
             ) from None
-        if choice.get("finish_reason") == "length":
-            # At temperature 0 a retry would be cut at the same place: fail now, with the fix.
-            raise self._fail(
-                f"answer cut at max_tokens={self.config.max_new_tokens} (finish_reason 'length')",
-                "raise max_new_tokens (a reasoning model spends tokens before answering)",
-            )
+        cut = choice.get("finish_reason") == "length"
         try:
-            return parse_labels(content, taxonomy)
+            labels = parse_answer_text(text, taxonomy, cut=cut)
         except ValueError as exc:
+            if cut:  # at temperature 0 a retry would be cut at the same place: fail now, with the fix
+                raise self._fail(
+                    f"answer cut at max_tokens={self._max_tokens} (finish_reason 'length') with no complete label",
+                    "raise TRIAGE_LLM_MAX_NEW_TOKENS, and check that the served model is the triage adapter "
+                    "(a model that reasons before answering spends the budget first)",
+                ) from None
             raise _Transient(
-                f"malformed answer to POST /chat/completions: {exc}",
-                f"check that the server honours response_format json_schema (vLLM structured outputs) and that "
-                f"model {self.config.remote_model!r} is the triage adapter",
+                f"malformed answer to POST /completions: {exc}",
+                f"check that the server honours structured_outputs (vLLM 0.10.2+) and that model "
+                f"{self.config.remote_model!r} is the triage adapter",
             ) from None
+        if cut:
+            logger.info("an LLM answer hit max_tokens=%d and was cut to its complete labels", self._max_tokens)
+        return labels
 
 
 def _excerpt(response: httpx.Response) -> str:
@@ -335,5 +360,5 @@ def _excerpt(response: httpx.Response) -> str:
 
 @register_backend("openai")
 def create_openai_classifier(config: LLMConfig) -> LLMClassifier:
-    """Registry factory: the taxonomy is read from the adapter manifest at ``load()``."""
+    """Registry factory: the taxonomy and tokenizer are read from the adapter folder at ``load()``."""
     return OpenAIClassifier(config)

@@ -7,11 +7,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from transformers import AutoTokenizer
 
 from app.jobs.operating_point import RouterTarget, arbitrate, calibrate_router, threshold_for_rate
 from app.server.settings import Settings
 from models.calibrate import calibrate_checkpoint
-from models.checkpoint import Manifest, read_manifest
+from models.checkpoint import read_manifest
 from models.encoder import EncoderClassifier
 from models.errors import DataError
 from models.taxonomy import load_taxonomy
@@ -19,6 +20,7 @@ from router.escalation import MergePolicy
 from router.pipeline import HybridPipeline
 from tests.conftest import running_server
 from tests.fake_openai import FakeOpenAI, serve
+from tests.llm_fixtures import adapter_dir  # noqa: F401
 
 
 @pytest.fixture
@@ -71,11 +73,14 @@ def test_target_escalation_hits_the_rate_and_the_server_uses_it(encoder_copy: Pa
     assert "calibrate-router --target-escalation 0.15" in info["threshold_source"]
 
 
-def test_target_f1_uses_the_llm_answers(encoder_copy: Path, dataset_dir: Path, tmp_path: Path) -> None:
-    adapter = tmp_path / "adapter"
-    adapter.mkdir()
-    Manifest("adapter", "remote", "openai/gpt-oss-20b", load_taxonomy().to_dict(), [], [], 1024).write(adapter)
-    with serve(FakeOpenAI()) as url:
+def test_target_f1_uses_the_llm_answers(
+    encoder_copy: Path,
+    dataset_dir: Path,
+    tmp_path: Path,
+    adapter_dir: Path,  # noqa: F811
+) -> None:
+    adapter = Path(shutil.copytree(adapter_dir, tmp_path / "adapter"))
+    with serve(FakeOpenAI(tokenizer=AutoTokenizer.from_pretrained(adapter))) as url:
         router = calibrate_router(
             encoder_copy,
             dataset_dir,
@@ -122,11 +127,13 @@ def test_arbitrate_gives_a_label_to_the_llm_only_where_it_wins() -> None:
     assert "billing" in merged.labels and "cancellation" not in merged.labels  # the encoder kept its topics
 
 
-def test_arbitrate_goes_to_the_manifest_and_the_server_uses_it(encoder_copy: Path, dataset_dir: Path) -> None:
-    adapter = encoder_copy.parent / "adapter"
-    adapter.mkdir()
-    Manifest("adapter", "remote", "openai/gpt-oss-20b", load_taxonomy().to_dict(), [], [], 1024).write(adapter)
-    with serve(FakeOpenAI()) as url:
+def test_arbitrate_goes_to_the_manifest_and_the_server_uses_it(
+    encoder_copy: Path,
+    dataset_dir: Path,
+    adapter_dir: Path,  # noqa: F811
+) -> None:
+    adapter = Path(shutil.copytree(adapter_dir, encoder_copy.parent / "adapter"))
+    with serve(FakeOpenAI(tokenizer=AutoTokenizer.from_pretrained(adapter))) as url:
         settings = Settings(llm_backend="openai", llm_endpoint=url)
         router = calibrate_router(
             encoder_copy, dataset_dir, RouterTarget(escalation=0.15), adapter, settings, arbitrate_labels=True

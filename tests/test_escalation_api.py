@@ -12,29 +12,28 @@ from typing import Any
 
 import httpx
 import pytest
+from transformers import AutoTokenizer
 
 from app.server.settings import Settings
-from models.checkpoint import Manifest
 from models.taxonomy import load_taxonomy
 from tests.conftest import running_server
 from tests.fake_openai import Behaviour, Content, FakeOpenAI, Labels, Sleep, Status, serve
+from tests.llm_fixtures import adapter_dir  # noqa: F401
 
 LABELS = set(load_taxonomy().names)
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[tuple[FakeOpenAI, str]]:
-    fake = FakeOpenAI()
-    with serve(fake) as url:
-        yield fake, url
+def remote_adapter(adapter_dir: Path) -> Path:  # noqa: F811
+    """What a remote deployment keeps locally of the adapter vLLM serves: manifest and tokenizer."""
+    return adapter_dir
 
 
 @pytest.fixture(scope="module")
-def remote_adapter(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """What a remote deployment keeps locally of the adapter: its manifest (labels, prompt version)."""
-    folder = tmp_path_factory.mktemp("remote-adapter")
-    Manifest("adapter", "remote-v1", "openai/gpt-oss-20b", load_taxonomy().to_dict(), [], [], 1024).write(folder)
-    return folder
+def fake(remote_adapter: Path) -> Iterator[tuple[FakeOpenAI, str]]:
+    fake = FakeOpenAI(tokenizer=AutoTokenizer.from_pretrained(remote_adapter))
+    with serve(fake) as url:
+        yield fake, url
 
 
 def settings_for(encoder_dir: Path, adapter: Path, url: str, **overrides: object) -> Settings:
@@ -119,7 +118,7 @@ def test_never_and_force_modes(encoder_dir: Path, remote_adapter: Path, fake: tu
     ("behaviour", "status"),
     [
         (Status(400), "failed"),  # the backend raised: a client error is not retried
-        (Content("not json at all"), "failed"),  # malformed answers, retried, then given up
+        (Content("not a label at all"), "failed"),  # malformed answers, retried, then given up
         (Sleep(5.0, then=Labels(("billing",))), "timeout"),  # past TRIAGE_LLM_TIMEOUT_S
     ],
 )
@@ -194,7 +193,7 @@ def test_a_hanging_llm_is_cut_at_the_request_deadline(
     with running_server(settings) as server:
         wait_for_llm(server)
         fake_server.script(Sleep(20.0, then=Labels(("billing",))))
-        before = len(fake_server.chat_requests)
+        before = len(fake_server.completion_requests)
         started = time.monotonic()
         (result,) = post(server, {"text": "app crash, charged twice", "escalation": "force"})
         elapsed = time.monotonic() - started
@@ -202,4 +201,4 @@ def test_a_hanging_llm_is_cut_at_the_request_deadline(
         assert elapsed < 10.0  # the request deadline (1.5 s) cut the 20 s hang and the 60 s LLM timeout
         (after,) = post(server, {"text": "app crash, charged twice", "escalation": "force"})
         assert after["escalation"] == "done"  # the worker was not held by retries of the hung call
-        assert len(fake_server.chat_requests) - before == 2
+        assert len(fake_server.completion_requests) - before == 2

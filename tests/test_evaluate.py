@@ -5,16 +5,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from transformers import AutoTokenizer
 
 from app.jobs.evaluate import EvalConfig, hybrid, load_label_map, run_evaluation
 from app.server.settings import Settings
-from models.checkpoint import Manifest, read_manifest
+from models.checkpoint import read_manifest
 from models.datasets import multi_hot
 from models.errors import DataError
 from models.scoring import score
 from models.taxonomy import load_taxonomy
 from router.pipeline import HybridPipeline
 from tests.fake_openai import FakeOpenAI, serve
+from tests.llm_fixtures import adapter_dir  # noqa: F401
 
 
 def test_scores_match_a_hand_computed_case() -> None:
@@ -57,11 +59,14 @@ def test_label_map_is_checked(tmp_path: Path) -> None:
         load_label_map(path, load_taxonomy().names)
 
 
-def test_evaluate_writes_tables_and_plots(tmp_path: Path, encoder_dir: Path, dataset_dir: Path) -> None:
-    adapter = tmp_path / "adapter"
-    adapter.mkdir()
-    Manifest("adapter", "remote", "openai/gpt-oss-20b", load_taxonomy().to_dict(), [], [], 1024).write(adapter)
-    fake = FakeOpenAI()
+def test_evaluate_writes_tables_and_plots(
+    tmp_path: Path,
+    encoder_dir: Path,
+    dataset_dir: Path,
+    adapter_dir: Path,  # noqa: F811
+) -> None:
+    adapter = adapter_dir  # the folder vLLM serves: manifest and tokenizer
+    fake = FakeOpenAI(tokenizer=AutoTokenizer.from_pretrained(adapter))
     with serve(fake) as url:
         config = EvalConfig(
             data=dataset_dir,

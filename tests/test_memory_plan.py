@@ -4,6 +4,8 @@ QLoRA-train gpt-oss-20b beside mDeBERTa, and the refusal of what cannot fit."""
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -86,7 +88,18 @@ def test_the_server_check_refuses_with_the_plan(encoder_dir: Path, adapter_dir: 
     assert check_serving_fits(encoder_dir, adapter_dir, shape) is None  # no GPU here: nothing to check
 
 
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """``main`` points the root logger at this test's captured stderr: put the previous handlers back after."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
 def test_doctor_prints_every_plan_and_fails_when_one_cannot_fit(
+    restore_logging: None,
     encoder_dir: Path,
     adapter_dir: Path,  # noqa: F811
     tmp_path: Path,

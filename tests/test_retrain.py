@@ -11,6 +11,7 @@ from app.jobs.retrain import RetrainConfig, retrain, rollback
 from app.server.settings import Settings
 from models.checkpoint import read_manifest
 from tests.conftest import running_server
+from tests.llm_fixtures import adapter_dir  # noqa: F401
 
 
 def corrupted_copy(dataset_dir: Path, out: Path) -> Path:
@@ -65,26 +66,28 @@ def test_a_plain_default_folder_is_adopted_as_a_version(tmp_path: Path, encoder_
 
 
 def test_retrain_without_adapter_carries_the_served_adapter_forward(
-    tmp_path: Path, encoder_dir: Path, dataset_dir: Path
+    tmp_path: Path,
+    encoder_dir: Path,
+    dataset_dir: Path,
+    adapter_dir: Path,  # noqa: F811
 ) -> None:
     """A promotion never drops the LLM tier: escalations on the new version still answer `done`."""
-    from models.checkpoint import Manifest
-    from models.taxonomy import load_taxonomy
+    from transformers import AutoTokenizer
+
     from tests.fake_openai import FakeOpenAI, serve
 
     out = tmp_path / "checkpoints"
     shutil.copytree(encoder_dir, out / "default" / "encoder")
-    adapter = out / "default" / "adapter"
-    adapter.mkdir()
-    Manifest("adapter", "remote-v1", "openai/gpt-oss-20b", load_taxonomy().to_dict(), [], [], 1024).write(adapter)
+    adapter = Path(shutil.copytree(adapter_dir, out / "default" / "adapter"))
+    served = read_manifest(adapter, kind="adapter").version
     decision = retrain(RetrainConfig(data=dataset_dir, out=out, epochs=1, margin=1.0), progress=False)
     assert decision["promoted"]
-    assert read_manifest(out / "default" / "adapter", kind="adapter").version == "remote-v1"
-    with serve(FakeOpenAI()) as llm_url:
+    assert read_manifest(out / "default" / "adapter", kind="adapter").version == served
+    with serve(FakeOpenAI(tokenizer=AutoTokenizer.from_pretrained(adapter))) as llm_url:
         settings = Settings(
             encoder_path=out / "default" / "encoder", llm_backend="openai", llm_endpoint=llm_url, llm_timeout_s=5
         )
         with running_server(settings) as url:
             response = httpx.post(f"{url}/classify", json={"text": "charged twice!", "escalation": "force"}, timeout=30)
             assert response.json()["results"][0]["escalation"] == "done"
-            assert httpx.get(f"{url}/info").json()["llm"]["adapter_version"] == "remote-v1"
+            assert httpx.get(f"{url}/info").json()["llm"]["adapter_version"] == served

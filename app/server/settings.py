@@ -49,7 +49,9 @@ class Settings(BaseSettings):
     )
     llm_base_model: str | None = Field(None, description="Override the adapter manifest's base model.")
     llm_quantization: Literal["auto", "nf4", "mxfp4", "none"] = Field(
-        "auto", description="auto (nf4 on CUDA, none on CPU), nf4 (bitsandbytes 4-bit), mxfp4 (native) or none."
+        "auto",
+        description="auto (CUDA: mxfp4 with its kernels installed, else nf4; CPU: none), nf4 (bitsandbytes 4-bit "
+        "experts), mxfp4 (GPT-OSS native) or none.",
     )
     llm_preload: bool = Field(False, description="Load the LLM at start-up instead of on the first escalation.")
     llm_load_wait_s: float = Field(20.0, ge=0, description="How long an escalation waits for a load in progress.")
