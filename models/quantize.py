@@ -204,13 +204,15 @@ def _shards(folder: Path) -> list[_Shard]:
 
 
 def resolve_local_checkpoint(base: str) -> Path:
-    """A local folder, or the hub id's snapshot folder in the Hugging Face cache (downloading it if allowed)."""
+    """A local folder, or the hub id's snapshot folder in the Hugging Face cache (downloading it if allowed).
+
+    Only the top-level weights: openai/gpt-oss-* also ship ``original/`` and ``metal/`` copies nobody here reads."""
     if Path(base).is_dir():
         return Path(base)
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(base, allow_patterns=["*.json", "*.safetensors", "*.jinja", "*.txt"]))
+        return Path(snapshot_download(base, allow_patterns=["*.json", "model*.safetensors", "*.jinja"]))
     except Exception as exc:  # the hub client raises many types (offline, not found, auth)
         raise CheckpointError(f"cannot find base model {base!r} locally or download it: {exc}") from exc
 

@@ -166,7 +166,8 @@ def check_hardware(args: AdapterTrainingArgs) -> torch.device:
     if not is_local and device.type != "cuda":
         raise HardwareError(
             f"training an adapter on {args.base_model!r} needs a CUDA GPU (QLoRA: 4-bit NF4 base, LoRA, gradient "
-            f"checkpointing; gpt-oss-20b wants 40+ GB of GPU memory), but the device is {device.type} "
+            "checkpointing; gpt-oss-20b plans at about 20.5 GiB, see `triage doctor`), but the device is "
+            f"{device.type} "
             f"(torch {torch.__version__}, CUDA available: {torch.cuda.is_available()}). "
             "On this machine use --base-model tiny, which trains a tiny GPT-OSS offline in a few minutes."
         )
