@@ -100,6 +100,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError | RecursionError):
+            # FastAPI's JSON parsing failed outside json.JSONDecodeError: not UTF-8, or nested past the parser
+            why = "not UTF-8" if isinstance(exc.__cause__, UnicodeDecodeError) else "nested too deeply"
+            return JSONResponse(error_body("invalid_json", f"request body is not valid JSON: {why}"), 400)
         type_ = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return JSONResponse(error_body(type_, str(exc.detail)), exc.status_code, headers=exc.headers)
 

@@ -16,13 +16,22 @@ from dataclasses import asdict
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 
 from app.server import errors
+from app.server.body import BodyGuard
 from app.server.errors import install_error_handlers
 from app.server.llm_tier import LazyLLM, build_llm, serving_shape
 from app.server.metrics import Metrics
-from app.server.schemas import ClassifyRequest, ClassifyResponse, ErrorResponse, TicketResult, check_limits
+from app.server.schemas import (
+    ClassifyRequest,
+    ClassifyResponse,
+    ErrorResponse,
+    TicketResult,
+    check_limits,
+    limit_schema,
+)
 from app.server.service import ClassificationService, TicketInput, llm_batch_policy
 from app.server.settings import Settings
 from router.escalation import EscalationMode
@@ -140,7 +149,17 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings, app.state.metrics, app.state.triage = settings, metrics, state
     install_error_handlers(app)
-    app.add_middleware(RequestMetrics, metrics=metrics)
+    app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes, json_paths=["/classify"])
+    app.add_middleware(RequestMetrics, metrics=metrics)  # outermost: 413 and 415 are counted too
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+            limit_schema(schema, settings.max_text_chars, settings.max_tickets)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     def require_service() -> ClassificationService:
         if state.service is None:
@@ -156,7 +175,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     async def classify(body: ClassifyRequest) -> ClassifyResponse:
         """Labels, per-label scores and the deciding tier for each ticket, in request order."""
-        tickets = check_limits(body, settings.max_text_chars, settings.max_tickets)
+        tickets = check_limits(body, settings.max_text_chars, settings.max_tickets, settings.languages)
         service = require_service()
         outcomes = await service.classify(
             [TicketInput(t.text, t.id, t.language) for t in tickets], EscalationMode(body.escalation)

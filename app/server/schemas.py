@@ -6,7 +6,8 @@ right after schema validation, so one code path reports both kinds of problem wi
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
@@ -21,13 +22,28 @@ def _non_blank(value: str) -> str:
     return value
 
 
+def _valid_unicode(value: str | None) -> str | None:
+    """JSON may spell half a UTF-16 pair (``"\\ud800"``); such a string cannot be encoded, tokenised or echoed."""
+    if value is None:
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"holds a lone surrogate (U+{ord(value[exc.start]):04X}) at character {exc.start}: "
+            "send valid Unicode (a UTF-16 surrogate pair must be complete)"
+        ) from None
+    return value
+
+
 def _language_code(value: str | None) -> str | None:
     if value is not None and (len(value) != 2 or not value.isalpha()):
         raise ValueError("language must be a two-letter ISO 639-1 code such as en, fr, de or nl")
     return value.lower() if value else value
 
 
-TicketText = Annotated[str, AfterValidator(_non_blank)]
+TicketText = Annotated[str, AfterValidator(_valid_unicode), AfterValidator(_non_blank)]
+TicketId = Annotated[str | None, AfterValidator(_valid_unicode)]
 LanguageCode = Annotated[str | None, AfterValidator(_language_code)]
 
 
@@ -35,7 +51,7 @@ class TicketIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     text: TicketText = Field(description="Ticket text (1 to TRIAGE_MAX_TEXT_CHARS characters, default 10,000).")
-    id: str | None = Field(None, max_length=200, description="Your ticket id, echoed back; generated if absent.")
+    id: TicketId = Field(None, max_length=200, description="Your ticket id, echoed back; generated if absent.")
     language: LanguageCode = Field(None, description="ISO 639-1 code (en, fr, de, nl); detected if absent.")
 
 
@@ -45,6 +61,7 @@ class ClassifyRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
+            "oneOf": [{"required": ["text"]}, {"required": ["tickets"]}],
             "examples": [
                 {"text": EXAMPLE_TEXT, "id": "T-1001"},
                 {"text": "Urgent: charged twice and now locked out!!", "escalation": "force"},
@@ -58,12 +75,12 @@ class ClassifyRequest(BaseModel):
                         },
                     ]
                 },
-            ]
+            ],
         },
     )
 
     text: TicketText | None = Field(None, description="Single-ticket form: the text.")
-    id: str | None = Field(None, max_length=200)
+    id: TicketId = Field(None, max_length=200)
     language: LanguageCode = None
     tickets: list[TicketIn] | None = Field(None, description="Batch form: 1 to TRIAGE_MAX_TICKETS tickets (256).")
     escalation: Literal["auto", "never", "force"] = Field(
@@ -90,8 +107,10 @@ class ClassifyRequest(BaseModel):
         return self.tickets is not None
 
 
-def check_limits(request: ClassifyRequest, max_text_chars: int, max_tickets: int) -> list[TicketIn]:
-    """Apply the deployment's limits; raise ValidationFailed naming the offending parameter."""
+def check_limits(
+    request: ClassifyRequest, max_text_chars: int, max_tickets: int, languages: Sequence[str] | None = None
+) -> list[TicketIn]:
+    """Apply the deployment's limits and languages; raise ValidationFailed naming the offending parameter."""
     tickets = request.as_tickets()
     if not tickets:
         raise ValidationFailed("tickets must hold at least one ticket", param="tickets")
@@ -105,7 +124,27 @@ def check_limits(request: ClassifyRequest, max_text_chars: int, max_tickets: int
             raise ValidationFailed(
                 f"text has {len(ticket.text)} characters; the limit is {max_text_chars}", param=param
             )
+        if languages is not None and ticket.language is not None and ticket.language not in languages:
+            param = f"tickets[{index}].language" if request.is_batch() else "language"
+            raise ValidationFailed(
+                f"language {ticket.language!r} is not served here; use one of {', '.join(languages)} "
+                "(or leave it out to have it detected)",
+                param=param,
+            )
     return tickets
+
+
+def limit_schema(schema: dict[str, Any], max_text_chars: int, max_tickets: int) -> None:
+    """State this deployment's limits in the OpenAPI schema of ``ClassifyRequest`` (in place)."""
+    props = schema["components"]["schemas"]["ClassifyRequest"]["properties"]
+    for option in props["tickets"].get("anyOf", []):
+        if option.get("type") == "array":
+            option.update(minItems=1, maxItems=max_tickets)
+    for name in ("ClassifyRequest", "TicketIn"):
+        text = schema["components"]["schemas"][name]["properties"]["text"]
+        for option in text.get("anyOf", [text]):
+            if option.get("type") == "string":
+                option.update(minLength=1, maxLength=max_text_chars)
 
 
 class TicketResult(BaseModel):

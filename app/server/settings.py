@@ -38,6 +38,9 @@ class Settings(BaseSettings):
 
     max_text_chars: int = Field(10_000, ge=1, description="Longest ticket text accepted, in characters.")
     max_tickets: int = Field(256, ge=1, description="Most tickets in one request.")
+    max_body_bytes: int = Field(
+        16 * 2**20, ge=1024, description="Largest request body in bytes; a larger one gets 413 before it is read."
+    )
     languages: list[str] = Field(["en", "fr", "de", "nl"], description="Languages the detector may answer.")
 
     # escalation tier
