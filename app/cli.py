@@ -41,6 +41,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
     from pydantic import ValidationError
 
+    from app.server.auth import KeyFileError
     from app.server.main import create_app
     from app.server.settings import Settings
     from models.checkpoint import read_manifest
@@ -58,8 +59,13 @@ def _serve(args: argparse.Namespace) -> int:
     except ModelError as exc:
         print(f"triage serve: {exc}", file=sys.stderr)
         return 2
+    try:
+        app = create_app(settings)
+    except KeyFileError as exc:
+        print(f"triage serve: {exc}", file=sys.stderr)
+        return 2
     uvicorn.run(
-        create_app(settings),
+        app,
         host=args.host,
         port=args.port,
         log_level=settings.log_level,
@@ -352,6 +358,26 @@ def _llm_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--merge-policy", help="e.g. default=llm,emotion=encoder (TRIAGE_MERGE_POLICY)")
 
 
+def _api_key(args: argparse.Namespace) -> int:
+    from app.server.auth import KeyFileError, add_key, read_key_file, revoke_key
+
+    try:
+        if args.action == "add":
+            key = add_key(args.file, args.name, [s.strip() for s in args.scopes.split(",") if s.strip()])
+            print(key)
+            print(f"key {args.name!r} added to {args.file}; it is shown only now", file=sys.stderr)
+        elif args.action == "revoke":
+            revoke_key(args.file, args.name)
+            print(f"key {args.name!r} revoked; restart the server to apply", file=sys.stderr)
+        else:
+            for entry in read_key_file(args.file):
+                print(f"{entry['name']}\t{','.join(entry['scopes'])}")
+    except KeyFileError as exc:
+        print(f"triage api-key: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _doctor(args: argparse.Namespace) -> int:
     from app.jobs.doctor import diagnose, render, write_json
     from app.server.settings import Settings
@@ -376,6 +402,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout-keep-alive", type=int, default=30, help="idle keep-alive seconds (uvicorn default 5)")
     p.add_argument("--access-log", action="store_true", help="log every request line")
     p.set_defaults(func=_serve)
+
+    p = sub.add_parser("api-key", help="add, list or revoke API keys (hashed in TRIAGE_API_KEYS_FILE)")
+    p.add_argument("action", choices=["add", "list", "revoke"])
+    p.add_argument("--file", type=Path, required=True, help="the keys file the server reads (TRIAGE_API_KEYS_FILE)")
+    p.add_argument("--name", help="add/revoke: the key's name (who uses it)")
+    p.add_argument("--scopes", default="classify", help="add: comma-separated, from classify, escalate:force, admin")
+    p.set_defaults(func=_api_key)
 
     p = sub.add_parser("doctor", help="installed packages, the GPU, and memory plans for serving and QLoRA training")
     p.add_argument("--gpu", help="plan for this GPU instead of the detected one: rtx4090, rtx3090, l4, a10g, ...")

@@ -22,7 +22,8 @@ def _is_json(content_type: bytes) -> bool:
     return media in JSON_TYPES or media.endswith(b"+json")
 
 
-async def _reply(send: Send, status: int, type_: str, message: str, headers: dict[str, str] | None = None) -> None:
+async def reply_error(send: Send, status: int, type_: str, message: str, headers: dict[str, str] | None = None) -> None:
+    """Answer with the error body from a middleware, closing the connection (the body may be left unread)."""
     body = json.dumps(error_body(type_, message)).encode()
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
@@ -47,7 +48,7 @@ class BodyGuard:
         json_route = scope["path"] in self.json_paths
         if json_route and not _is_json(headers.get(b"content-type", b"")):
             found = headers.get(b"content-type", b"").decode("latin-1") or "none"
-            await _reply(send, 415, "unsupported_media_type", f"send the body as application/json (got {found})")
+            await reply_error(send, 415, "unsupported_media_type", f"send the body as application/json (got {found})")
             return
         too_large = (
             f"request body is larger than the limit of {self.max_bytes} bytes (TRIAGE_MAX_BODY_BYTES); "
@@ -55,7 +56,7 @@ class BodyGuard:
         )
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await _reply(send, 413, "payload_too_large", too_large)
+            await reply_error(send, 413, "payload_too_large", too_large)
             return
         chunks: list[bytes] = []
         size = 0
@@ -66,13 +67,13 @@ class BodyGuard:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                await _reply(send, 413, "payload_too_large", too_large)
+                await reply_error(send, 413, "payload_too_large", too_large)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
         if json_route and size == 0:
-            await _reply(send, 400, "invalid_json", "request body is empty; send a JSON object")
+            await reply_error(send, 400, "invalid_json", "request body is empty; send a JSON object")
             return
         await self.app(scope, _replay(b"".join(chunks), receive), send)
 

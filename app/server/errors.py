@@ -40,6 +40,11 @@ class ValidationFailed(TriageError):
     type = "validation_error"
 
 
+class Forbidden(TriageError):
+    status_code = 403
+    type = "forbidden"
+
+
 class Overloaded(TriageError):
     status_code = 429
     type = "overloaded"

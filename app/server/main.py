@@ -15,11 +15,12 @@ from contextlib import asynccontextmanager
 from dataclasses import asdict
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 
 from app.server import errors
+from app.server.auth import APIKeyAuth, KeyStore
 from app.server.body import BodyGuard
 from app.server.errors import install_error_handlers
 from app.server.llm_tier import LazyLLM, build_llm, serving_shape
@@ -46,8 +47,12 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
     for code, text in {
         400: "Invalid JSON",
+        401: "API keys are configured and the request has no valid key",
+        403: "The key lacks the scope: classify, or escalate:force for escalation=force",
+        413: "Body over TRIAGE_MAX_BODY_BYTES",
+        415: "Body not sent as application/json",
         422: "Invalid request: empty or too long text, too many tickets, wrong types, unknown fields",
-        429: "Queue full; retry after the Retry-After header's seconds",
+        429: "Queue full, or the key's rate limit; retry after the Retry-After header's seconds",
         503: "Not ready, or not served within the deadline",
     }.items()
 }
@@ -150,7 +155,16 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings, app.state.metrics, app.state.triage = settings, metrics, state
     install_error_handlers(app)
     app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes, json_paths=["/classify"])
-    app.add_middleware(RequestMetrics, metrics=metrics)  # outermost: 413 and 415 are counted too
+    keys = KeyStore.load(settings.api_keys_file) if settings.api_keys_file is not None else None
+    if keys is not None:  # before the body guard: a stranger cannot make the server read a body
+        app.add_middleware(
+            APIKeyAuth,
+            store=keys,
+            public_paths=settings.public_paths,
+            rate_limit=settings.key_rate_limit,
+            on_reject=lambda reason: metrics.auth_rejections.labels(reason).inc(),
+        )
+    app.add_middleware(RequestMetrics, metrics=metrics)  # outermost: 401, 413 and 415 are counted too
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -173,8 +187,11 @@ def create_app(settings: Settings) -> FastAPI:
         responses=ERROR_RESPONSES,
         summary="Classify one ticket or a list of tickets",
     )
-    async def classify(body: ClassifyRequest) -> ClassifyResponse:
+    async def classify(body: ClassifyRequest, request: Request) -> ClassifyResponse:
         """Labels, per-label scores and the deciding tier for each ticket, in request order."""
+        principal = getattr(request.state, "principal", None)
+        if body.escalation == "force" and principal is not None and not principal.allows("escalate:force"):
+            raise errors.Forbidden(f"API key {principal.name!r} lacks the scope 'escalate:force'", param="escalation")
         tickets = check_limits(body, settings.max_text_chars, settings.max_tickets, settings.languages)
         service = require_service()
         outcomes = await service.classify(

@@ -55,6 +55,9 @@ class Metrics:
         self.escalations = Counter(
             "triage_escalations", "Tickets that wanted the LLM tier, by outcome", ["status"], registry=r
         )
+        self.auth_rejections = Counter(
+            "triage_auth_rejections", "Requests refused by API-key checks", ["reason"], registry=r
+        )
         self.llm_loaded = Gauge("triage_llm_loaded", "1 while the LLM tier is loaded", registry=r)
         self.llm_load_seconds = Gauge("triage_llm_load_seconds", "Duration of the last LLM load", registry=r)
 

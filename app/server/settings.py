@@ -34,6 +34,12 @@ class Settings(BaseSettings):
         "into batches; default: measured at start-up.",
     )
     max_queue: int = Field(1024, ge=1, description="Most tickets queued or running; beyond it requests get 429.")
+    max_queue_wait_s: float = Field(
+        5.0,
+        ge=0,
+        description="Shed load by time: a request whose tickets would wait longer than this behind the queue (at "
+        "the measured seconds per ticket) gets 429 with a Retry-After from that estimate; 0: off.",
+    )
     request_timeout_s: float = Field(30.0, gt=0, description="Deadline per request; past it the request gets 503.")
 
     max_text_chars: int = Field(10_000, ge=1, description="Longest ticket text accepted, in characters.")
@@ -88,6 +94,14 @@ class Settings(BaseSettings):
         if self.llm_adapter_path is not None:
             return self.llm_adapter_path
         return (self.encoder_path if encoder is None else encoder).parent / "adapter"
+
+    api_keys_file: Path | None = Field(
+        None, description="JSON file of hashed API keys with scopes (`triage api-key add`); unset: no keys needed."
+    )
+    public_paths: list[str] = Field(
+        ["/health", "/ready", "/metrics"], description="Routes that need no API key when keys are configured."
+    )
+    key_rate_limit: float = Field(0.0, ge=0, description="Requests per second per API key (0: unlimited).")
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool = Field(False, description="One JSON object per log line.")
