@@ -177,6 +177,25 @@ def test_overload_gets_429_with_retry_after(encoder_dir: Path) -> None:
     assert second.json()["error"]["type"] == "overloaded"
 
 
+def test_load_is_shed_by_expected_wait(encoder_dir: Path) -> None:
+    """A 10 ms wait budget: once the queue holds more than that much measured work, requests get 429 at once."""
+    settings = Settings(encoder_path=encoder_dir, max_queue_wait_s=0.01, max_batch_size=8, llm_backend="none")
+    with running_server(settings) as url:
+        assert httpx.post(f"{url}/classify", json={"text": "first, measured"}).status_code == 200
+
+        async def burst() -> list[httpx.Response]:
+            async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+                body = {"tickets": [{"text": f"ticket {i} about a crash"} for i in range(32)]}
+                return list(await asyncio.gather(*(client.post("/classify", json=body) for _ in range(8))))
+
+        responses = asyncio.run(burst())
+    codes = [r.status_code for r in responses]
+    assert set(codes) <= {200, 429} and 200 in codes and 429 in codes
+    shed = next(r for r in responses if r.status_code == 429)
+    assert "TRIAGE_MAX_QUEUE_WAIT_S" in shed.json()["error"]["message"]
+    assert int(shed.headers["retry-after"]) >= 1
+
+
 def test_deadline_gets_503_not_a_hang(encoder_dir: Path) -> None:
     settings = Settings(
         encoder_path=encoder_dir, max_batch_size=64, max_wait_ms=3000, request_timeout_s=0.2, llm_backend="none"

@@ -170,6 +170,37 @@ def test_full_queue_raises_queue_full_with_retry_hint() -> None:
     asyncio.run(main())
 
 
+def test_load_is_shed_by_expected_wait_not_only_by_count() -> None:
+    """At 20 ms per item, a 0.2 s budget admits about ten queued items; the rest get QueueFull at once, with the
+    expected wait, and the admitted ones are served within the budget plus one batch."""
+    predict = Recorder(delay=0.04)  # batches of 2: 20 ms per item
+    policy = BatchPolicy(max_batch_size=2, max_queue=1000, max_wait_s=0, max_queue_wait_s=0.2)
+
+    async def main() -> tuple[list[float], list[QueueFull]]:
+        batcher = DynamicBatcher(predict, policy)
+        await batcher.start()
+        assert batcher.expected_wait(5) is None  # nothing measured yet: no shedding by time
+        await batcher.submit([0, 0], timeout=5)  # one measured batch
+        assert batcher.expected_wait(1) == pytest.approx(0.02, rel=0.5)
+
+        async def one(value: int) -> float | QueueFull:
+            started = time.monotonic()
+            try:
+                await batcher.submit([value], timeout=5)
+            except QueueFull as exc:
+                return exc
+            return time.monotonic() - started
+
+        outcomes = await asyncio.gather(*(one(i) for i in range(60)))
+        await batcher.stop()
+        return [o for o in outcomes if isinstance(o, float)], [o for o in outcomes if isinstance(o, QueueFull)]
+
+    served, refused = asyncio.run(main())
+    assert 5 <= len(served) <= 20 and len(refused) == 60 - len(served)
+    assert all(r.expected_wait is not None and r.expected_wait > 0.2 and r.retry_after >= 1 for r in refused)
+    assert max(served) < 0.2 + 0.1  # the budget, plus the batch running when the last one was admitted
+
+
 def test_deadline_drops_queued_items_and_never_hangs() -> None:
     predict = Recorder()
 

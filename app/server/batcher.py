@@ -36,11 +36,17 @@ class BatcherError(Exception):
 
 
 class QueueFull(BatcherError):
-    """The queue cannot take the submitted items; retry after ``retry_after`` seconds."""
+    """The queue cannot take the submitted items; retry after ``retry_after`` seconds.
 
-    def __init__(self, depth: int, capacity: int, retry_after: float) -> None:
-        super().__init__(f"queue holds {depth} of {capacity} items")
+    ``expected_wait``: set when the items were refused because they would wait longer than the policy's
+    ``max_queue_wait_s``, not because the queue holds ``capacity`` items.
+    """
+
+    def __init__(self, depth: int, capacity: int, retry_after: float, expected_wait: float | None = None) -> None:
+        why = f"would wait {expected_wait:.2f}s" if expected_wait is not None else f"queue holds {depth} of {capacity}"
+        super().__init__(f"{why} items")
         self.depth, self.capacity, self.retry_after = depth, capacity, retry_after
+        self.expected_wait = expected_wait
 
 
 class DeadlineExceeded(BatcherError):
@@ -68,10 +74,15 @@ class BatchPolicy:
     """False: one predict call per submitted request (the unbatched baseline)."""
     batch_overhead: float = 64.0
     """Fixed cost of one predict call, in the unit of the items' cost (for the encoder: tokens); see plan_batches."""
+    max_queue_wait_s: float | None = None
+    """Refuse new items whose expected wait (the queue ahead of them at the measured seconds per item) exceeds
+    this; None: only ``max_queue`` bounds the queue. An empty queue always takes a request."""
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1 or self.max_batch_tokens < 1 or self.max_queue < 1 or self.sort_window < 1:
             raise ValueError(f"batch policy values must be positive: {self}")
+        if self.max_queue_wait_s is not None and self.max_queue_wait_s <= 0:
+            raise ValueError(f"max_queue_wait_s must be > 0 or None: {self}")
         if self.max_wait_s < 0 or self.batch_overhead < 0:
             raise ValueError(f"max_wait_s and batch_overhead must be >= 0: {self}")
 
@@ -169,6 +180,7 @@ class DynamicBatcher(Generic[T, R]):
         self._restarts = 0
         self._observer_errors = 0
         self._recent_batch_seconds = 0.05
+        self._item_seconds: float | None = None  # moving average of inference seconds per item; None: no batch yet
 
     @property
     def depth(self) -> int:
@@ -233,6 +245,12 @@ class DynamicBatcher(Generic[T, R]):
         batches_ahead = max(1, self.depth // self.policy.max_batch_size)
         return max(1.0, round(batches_ahead * self._recent_batch_seconds, 1))
 
+    def expected_wait(self, extra: int = 0) -> float | None:
+        """Seconds until ``extra`` new items would be served behind the current queue, from measured batches."""
+        if self._item_seconds is None:
+            return None
+        return (self.depth + extra) * self._item_seconds
+
     async def submit(self, values: Sequence[T], timeout: float) -> list[R]:
         """Queue ``values`` and wait up to ``timeout`` seconds for their results, in order.
 
@@ -250,6 +268,11 @@ class DynamicBatcher(Generic[T, R]):
             return []
         if self.depth + len(values) > self.policy.max_queue:
             raise QueueFull(self.depth, self.policy.max_queue, self.retry_after())
+        budget = self.policy.max_queue_wait_s
+        wait = self.expected_wait(len(values))
+        if budget is not None and wait is not None and self.depth > 0 and wait > budget:
+            ahead = self.expected_wait() or 0.0  # until the queue ahead has drained
+            raise QueueFull(self.depth, self.policy.max_queue, max(1.0, round(ahead, 1)), expected_wait=wait)
         loop = asyncio.get_running_loop()
         request = next(self._requests)
         items = [_Item[T, R](v, self._cost(v), loop.create_future(), request) for v in values]
@@ -412,6 +435,8 @@ class DynamicBatcher(Generic[T, R]):
         # the time spent behind other requests
         waits = [start - i.enqueued for i in batch]
         self._recent_batch_seconds = 0.8 * self._recent_batch_seconds + 0.2 * seconds
+        per_item = seconds / len(batch)
+        self._item_seconds = per_item if self._item_seconds is None else 0.8 * self._item_seconds + 0.2 * per_item
         self._observe(len(batch), len(batch) * max(i.cost for i in batch), waits, seconds)
         self._report_depth()
 

@@ -73,6 +73,7 @@ def batch_policy(settings: Settings, batch_overhead: float) -> BatchPolicy:
         max_queue=settings.max_queue,
         batching=settings.batching,
         batch_overhead=batch_overhead,
+        max_queue_wait_s=settings.max_queue_wait_s or None,
     )
 
 
@@ -156,8 +157,14 @@ class ClassificationService:
         try:
             rows = await self.batcher.submit(ids, timeout=max(0.0, deadline - time.monotonic()))
         except QueueFull as exc:
+            why = (
+                f"these tickets would wait {exc.expected_wait:.1f}s in the encoder queue, over the "
+                f"{self.settings.max_queue_wait_s:g}s budget (TRIAGE_MAX_QUEUE_WAIT_S)"
+                if exc.expected_wait is not None
+                else f"the encoder queue is full ({exc.depth} of {exc.capacity} tickets)"
+            )
             raise errors.Overloaded(
-                f"the encoder queue is full ({exc.depth} of {exc.capacity} tickets); retry after {exc.retry_after:g}s",
+                f"{why}; retry after {exc.retry_after:g}s",
                 headers={"Retry-After": str(int(np.ceil(exc.retry_after)))},
             ) from exc
         except BatchDeadline as exc:
