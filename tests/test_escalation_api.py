@@ -5,6 +5,7 @@ external service this backend exists for); the in-process local backend has its 
 """
 
 import asyncio
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -161,7 +162,13 @@ def test_budget_holds_under_load(encoder_dir: Path, remote_adapter: Path, fake: 
     fake_server, url = fake
     fake_server.reset()
     settings = settings_for(
-        encoder_dir, remote_adapter, url, escalation_threshold=1.0, escalation_max_fraction=0.1, llm_preload=True
+        encoder_dir,
+        remote_adapter,
+        url,
+        escalation_threshold=1.0,
+        escalation_max_fraction=0.1,
+        llm_preload=True,
+        max_queue_wait_s=0,  # this test is about the escalation budget: no shedding by queue time on a slow CI
     )
     with running_server(settings) as server:
 
@@ -202,3 +209,38 @@ def test_a_hanging_llm_is_cut_at_the_request_deadline(
         (after,) = post(server, {"text": "app crash, charged twice", "escalation": "force"})
         assert after["escalation"] == "done"  # the worker was not held by retries of the hung call
         assert len(fake_server.completion_requests) - before == 2
+
+
+def test_an_llm_outage_opens_the_breaker_and_logs_state_changes_not_tracebacks(
+    encoder_dir: Path, remote_adapter: Path, fake: tuple[FakeOpenAI, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Three failed escalations open the breaker: the next ones are answered 'unavailable' without calling the
+    backend; after the open period one trial goes through and, the backend healthy again, closes it. The outage
+    leaves one traceback and a few state lines, not one traceback per failure."""
+    fake_server, url = fake
+    fake_server.reset()
+    settings = settings_for(
+        encoder_dir, remote_adapter, url, llm_breaker_failures=3, llm_breaker_open_s=1.0, llm_preload=True
+    )
+    with caplog.at_level(logging.INFO), running_server(settings) as server:
+        wait_for_llm(server)
+        fake_server.script(*([Status(400, "backend broken")] * 6))
+        force = {"text": "app crash, charged twice", "escalation": "force"}
+        statuses = [post(server, force)[0]["escalation"] for _ in range(6)]
+        assert statuses == ["failed"] * 3 + ["unavailable"] * 3
+        assert len(fake_server.completion_requests) == 1 + 3  # the warm-up, then only the three failures
+        info = httpx.get(f"{server}/info").json()["llm"]["breaker"]
+        assert info == {"state": "open", "failures": 3, "opened": 1}
+        assert "triage_llm_breaker_open 1.0" in httpx.get(f"{server}/metrics").text
+        fake_server.reset()  # the backend recovers
+        time.sleep(1.1)
+        (trial,) = post(server, force)
+        assert trial["escalation"] == "done"
+        assert httpx.get(f"{server}/info").json()["llm"]["breaker"]["state"] == "closed"
+        assert "triage_llm_breaker_open 0.0" in httpx.get(f"{server}/metrics").text
+    tracebacks = [r for r in caplog.records if r.exc_info and r.name.startswith("app.")]
+    assert len(tracebacks) == 1, [r.getMessage() for r in tracebacks]
+    messages = [r.getMessage() for r in caplog.records if r.name.startswith("app.")]
+    assert any("circuit breaker open after 3 consecutive failures" in m for m in messages)
+    assert any("recovered after 3 failure(s)" in m for m in messages)
+    assert any("circuit breaker closed" in m for m in messages)

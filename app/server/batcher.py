@@ -25,6 +25,8 @@ from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 
+from app.server.failures import FailureLog
+
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -181,6 +183,7 @@ class DynamicBatcher(Generic[T, R]):
         self._observer_errors = 0
         self._recent_batch_seconds = 0.05
         self._item_seconds: float | None = None  # moving average of inference seconds per item; None: no batch yet
+        self._failures = FailureLog(logger, f"{name}: predict")
 
     @property
     def depth(self) -> int:
@@ -421,12 +424,13 @@ class DynamicBatcher(Generic[T, R]):
             if len(results) != len(batch):
                 raise RuntimeError(f"predict returned {len(results)} results for {len(batch)} items")
         except Exception as exc:  # delivered to every caller of the batch; the loop keeps serving
-            logger.exception("%s: batch of %d failed", self.name, len(batch))
+            self._failures.failed(exc)
             seconds = time.perf_counter() - start
             for item in batch:
                 if not item.future.done():
                     item.future.set_exception(exc)
         else:
+            self._failures.succeeded()
             for item, result in zip(batch, results, strict=True):
                 if not item.future.done():
                     item.future.set_result(result)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.server.batcher import BatchPolicy, DynamicBatcher
+from app.server.failures import CircuitBreaker
 from app.server.metrics import Metrics
 from app.server.settings import Settings
 from models.checkpoint import read_manifest
@@ -74,8 +75,11 @@ class LazyLLM:
         idle_unload_s: float = 0.0,
         retry_after_s: float = 60.0,
         adapter_path: Path | None = None,
+        breaker_failures: int = 5,
+        breaker_open_s: float = 30.0,
     ) -> None:
         self._factory = factory
+        self.breaker = CircuitBreaker(breaker_failures, breaker_open_s, logger, "LLM tier")
         self.adapter_version = _adapter_version(adapter_path)
         """The paired adapter's version, read at start-up (None: no adapter there, or a remote tier)."""
         self._policy = policy
@@ -192,6 +196,7 @@ class LazyLLM:
             "loads": self.loads,
             "load_seconds": None if self.load_seconds is None else round(self.load_seconds, 2),
             "idle_unload_s": self.idle_unload_s,
+            "breaker": {"state": self.breaker.state, "failures": self.breaker.failures, "opened": self.breaker.opened},
             "adapter_version": self.adapter_version,
             "model": self.llm.health() if self.llm is not None else None,
         }

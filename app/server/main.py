@@ -106,6 +106,8 @@ def _load_service(settings: Settings, metrics: Metrics) -> ClassificationService
             metrics,
             idle_unload_s=settings.llm_idle_unload_s,
             adapter_path=adapter_path,
+            breaker_failures=settings.llm_breaker_failures,
+            breaker_open_s=settings.llm_breaker_open_s,
         )
     return ClassificationService(
         encoder,

@@ -58,6 +58,9 @@ class Metrics:
         self.auth_rejections = Counter(
             "triage_auth_rejections", "Requests refused by API-key checks", ["reason"], registry=r
         )
+        self.llm_breaker_open = Gauge(
+            "triage_llm_breaker_open", "1 while the LLM circuit breaker refuses escalations", registry=r
+        )
         self.llm_loaded = Gauge("triage_llm_loaded", "1 while the LLM tier is loaded", registry=r)
         self.llm_load_seconds = Gauge("triage_llm_load_seconds", "Duration of the last LLM load", registry=r)
 

@@ -69,6 +69,12 @@ class Settings(BaseSettings):
     llm_max_batch_size: int = Field(8, ge=1, description="Most tickets in one LLM generate call.")
     llm_max_wait_ms: float = Field(50.0, ge=0, description="Longest an escalated ticket waits for its LLM batch.")
     llm_max_new_tokens: int = Field(48, ge=1, description="Token budget of an LLM answer.")
+    llm_breaker_failures: int = Field(
+        5, ge=0, description="Consecutive failed escalations that open the LLM circuit breaker (0: never)."
+    )
+    llm_breaker_open_s: float = Field(
+        30.0, gt=0, description="How long an open breaker refuses escalations before one trial call."
+    )
     llm_endpoint: str = Field("http://127.0.0.1:8001/v1", description="openai backend: the server's /v1 URL.")
     llm_api_key: str | None = Field(None, description="openai backend: bearer token.")
     llm_remote_model: str = Field("triage-adapter", description="openai backend: model (LoRA module) name.")
