@@ -53,7 +53,8 @@ def _serve(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         print(f"triage serve: invalid settings:\n{exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level, settings.log_json)
+    configure_logging(settings.log_level, settings.log_json or args.log_json)
+    _library_logs_through_ours()
     try:
         read_manifest(settings.encoder_path, kind="encoder")
     except ModelError as exc:
@@ -71,8 +72,19 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=settings.log_level,
         timeout_keep_alive=args.timeout_keep_alive,
         access_log=args.access_log,
+        log_config=None,  # uvicorn's lines go through configure_logging's handler: JSON with --log-json
     )
     return 0
+
+
+def _library_logs_through_ours() -> None:
+    """transformers logs through its own handler and draws progress bars on stderr: route its records to ours
+    and drop the bars, so a served process writes only log lines (all JSON with --log-json)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_default_handler()
+    hf_logging.enable_propagation()
+    hf_logging.disable_progress_bar()
 
 
 def _generate_data(args: argparse.Namespace) -> int:

@@ -25,6 +25,7 @@ from app.server.body import BodyGuard
 from app.server.errors import install_error_handlers
 from app.server.llm_tier import LazyLLM, build_llm, serving_shape
 from app.server.metrics import Metrics
+from app.server.request_id import RequestId
 from app.server.schemas import (
     ClassifyRequest,
     ClassifyResponse,
@@ -166,7 +167,8 @@ def create_app(settings: Settings) -> FastAPI:
             rate_limit=settings.key_rate_limit,
             on_reject=lambda reason: metrics.auth_rejections.labels(reason).inc(),
         )
-    app.add_middleware(RequestMetrics, metrics=metrics)  # outermost: 401, 413 and 415 are counted too
+    app.add_middleware(RequestMetrics, metrics=metrics)  # 401, 413 and 415 are counted too
+    app.add_middleware(RequestId)  # outermost: every layer's log lines carry the request id
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
