@@ -80,6 +80,7 @@ def test_scopes_decide_what_a_key_may_do(server: str, keys: tuple[Path, dict[str
     assert httpx.get(f"{server}/info", headers=bearer(made["reader"])).status_code == 403
     assert httpx.get(f"{server}/info", headers=bearer(made["ops"])).status_code == 200
     assert httpx.get(f"{server}/info").status_code == 401  # paths and endpoints are not for strangers
+    assert httpx.post(f"{server}/admin/reload", headers=bearer(made["reader"])).status_code == 403
 
 
 def test_public_routes_need_no_key(server: str) -> None:

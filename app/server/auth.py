@@ -4,7 +4,7 @@ Keys live hashed in a JSON file (``TRIAGE_API_KEYS_FILE``, written by ``triage a
 ``{"keys": [{"name": "helpdesk", "sha256": "<hex>", "scopes": ["classify"]}]}``. A key is 32 random bytes, so a
 plain SHA-256 is enough at rest (no password stretching needed), and it is compared against every stored hash in
 constant time. Scopes: ``classify`` (``POST /classify``), ``escalate:force`` (``"escalation": "force"``, which
-could otherwise occupy every in-flight slot of the LLM tier), ``admin`` (``/info``). Routes in
+could otherwise occupy every in-flight slot of the LLM tier), ``admin`` (``/info``, ``POST /admin/reload``). Routes in
 ``TRIAGE_PUBLIC_PATHS`` (default ``/health``, ``/ready``, ``/metrics``) need no key; any other route needs a valid
 one. Each key may be rate-limited (``TRIAGE_KEY_RATE_LIMIT`` requests per second, a token bucket): 429 with
 ``Retry-After``.
@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app.server.body import reply_error
 
 SCOPES = ("classify", "escalate:force", "admin")
-ROUTE_SCOPES = {"/classify": "classify", "/info": "admin"}
+ROUTE_SCOPES = {"/classify": "classify", "/info": "admin", "/admin/reload": "admin"}
 """The scope a route needs; any other non-public route needs only a valid key."""
 KEY_PREFIX = "trg_"
 

@@ -45,6 +45,11 @@ class Forbidden(TriageError):
     type = "forbidden"
 
 
+class ReloadFailed(TriageError):
+    status_code = 409
+    type = "reload_failed"
+
+
 class Overloaded(TriageError):
     status_code = 429
     type = "overloaded"

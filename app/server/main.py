@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import asdict
 from typing import Any
 
@@ -42,7 +43,7 @@ logger = logging.getLogger(__name__)
 
 SWITCH_INTERVAL_S = 0.0001
 
-ROUTES = ("/classify", "/health", "/ready", "/info", "/metrics", "/docs", "/openapi.json")
+ROUTES = ("/classify", "/health", "/ready", "/info", "/metrics", "/docs", "/openapi.json", "/admin/reload")
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
@@ -97,8 +98,8 @@ def _load_service(settings: Settings, metrics: Metrics) -> ClassificationService
     if overhead is None:
         overhead = encoder.measure_batch_overhead()
         logger.info("encoder forward-pass overhead measured at %.0f tokens", overhead)
-    health = encoder.health()
-    metrics.model_info.labels("encoder", encoder.version, encoder.manifest.base_model, health["device"]).set(1)
+    info_labels = ("encoder", encoder.version, encoder.manifest.base_model, str(encoder.health()["device"]))
+    metrics.model_info.labels(*info_labels).set(1)
     llm = None
     if settings.llm_backend != "none":
         llm = LazyLLM(
@@ -110,7 +111,7 @@ def _load_service(settings: Settings, metrics: Metrics) -> ClassificationService
             breaker_failures=settings.llm_breaker_failures,
             breaker_open_s=settings.llm_breaker_open_s,
         )
-    return ClassificationService(
+    service = ClassificationService(
         encoder,
         settings,
         metrics,
@@ -119,6 +120,8 @@ def _load_service(settings: Settings, metrics: Metrics) -> ClassificationService
         router_merge_policy=encoder.manifest.router_merge_policy(),
         batch_overhead=overhead,
     )
+    service.model_info_labels = info_labels
+    return service
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -138,14 +141,54 @@ def create_app(settings: Settings) -> FastAPI:
         metrics.ready.set(1)
         logger.info("ready: encoder %s", service.encoder.version)
 
+    reload_lock = asyncio.Lock()
+    retiring: set[asyncio.Task[None]] = set()
+
+    async def reload_service() -> dict[str, Any]:
+        """Load the pair the checkpoint pointer names now beside the served one, switch, retire the old one once
+        its requests are answered. On failure the served pair stays and ``ReloadFailed`` says why."""
+        async with reload_lock:
+            old = state.service
+            try:
+                new = await asyncio.to_thread(_load_service, settings, metrics)
+                await new.start()
+            except Exception as exc:
+                logger.error("reload failed, still serving %s: %s", old.encoder.version if old else None, exc)
+                raise errors.ReloadFailed(
+                    f"reload failed, the served version stays: {type(exc).__name__}: {exc}"
+                ) from exc
+            state.service, state.status, state.error = new, "ready", None
+            metrics.ready.set(1)
+            if old is not None:
+                task = asyncio.create_task(_retire(old, new, settings.request_timeout_s, metrics))
+                retiring.add(task)
+                task.add_done_callback(retiring.discard)
+            previous = old.encoder.version if old else None
+            logger.info("reloaded: %s -> %s", previous, new.encoder.version)
+            return {"previous": previous, "current": new.encoder.version}
+
+    def on_sighup() -> None:
+        async def reload_logged() -> None:
+            with suppress(errors.ReloadFailed):  # logged by reload_service; the served pair stays
+                await reload_service()
+
+        task = asyncio.create_task(reload_logged())
+        retiring.add(task)
+        task.add_done_callback(retiring.discard)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         task = asyncio.create_task(load())
+        try:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, on_sighup)
+        except (ValueError, RuntimeError, NotImplementedError):  # not the main thread (tests), or no signals
+            logger.debug("SIGHUP reload not installed (not in the main thread)")
         try:
             yield
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+            await asyncio.gather(*retiring, return_exceptions=True)
             if state.service is not None:
                 await state.service.stop()
 
@@ -217,6 +260,16 @@ def create_app(settings: Settings) -> FastAPI:
                 for o in outcomes
             ],
         )
+
+    @app.post(
+        "/admin/reload",
+        summary="Serve the version the checkpoint pointer names now, without a restart",
+        responses={409: {"model": ErrorResponse, "description": "The new pair failed to load; the old one stays"}},
+    )
+    async def admin_reload() -> dict[str, Any]:
+        """Loads the pointed-to encoder + adapter beside the served pair, switches atomically and retires the old
+        pair once its in-flight requests are answered (SIGHUP does the same). Scope ``admin`` when keys are on."""
+        return await reload_service()
 
     @app.get(
         "/health",
@@ -298,6 +351,14 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+
+
+async def _retire(old: ClassificationService, new: ClassificationService, grace_s: float, metrics: Metrics) -> None:
+    await old.retire(grace_s)
+    if old.model_info_labels != new.model_info_labels:
+        with suppress(KeyError):
+            metrics.model_info.remove(*old.model_info_labels)
+    logger.info("retired %s", old.encoder.version)
 
 
 class RequestMetrics:

@@ -123,8 +123,25 @@ class ClassificationService:
             name="encoder",
         )
 
+        self._in_flight = 0
+        self.model_info_labels: tuple[str, ...] = ()
+        """This service's ``triage_model_info`` labels, removed when a reload retires it."""
+
     def _predict(self, batch: list[list[int]]) -> list[Row]:
         return list(self.encoder.predict_ids(batch))
+
+    @property
+    def in_flight(self) -> int:
+        """Requests inside ``classify`` now."""
+        return self._in_flight
+
+    async def retire(self, grace_s: float) -> None:
+        """Stop once the requests already inside ``classify`` have finished (at most ``grace_s`` seconds):
+        a reload swaps services without failing a request in flight."""
+        deadline = time.monotonic() + grace_s
+        while self._in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await self.stop()
 
     async def start(self) -> None:
         await self.batcher.start()
@@ -151,6 +168,13 @@ class ClassificationService:
         confidence, budget) then go to the LLM tier, whose failures never fail the request: the encoder's answer
         stands, with a status saying why (``timeout`` when the deadline ran out first).
         """
+        self._in_flight += 1
+        try:
+            return await self._classify(tickets, mode)
+        finally:
+            self._in_flight -= 1
+
+    async def _classify(self, tickets: Sequence[TicketInput], mode: EscalationMode) -> list[TicketOutcome]:
         deadline = time.monotonic() + self.settings.request_timeout_s
         texts = [t.text for t in tickets]
         ids = self.encoder.encode(texts) if len(texts) <= 8 else await asyncio.to_thread(self.encoder.encode, texts)
