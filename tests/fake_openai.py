@@ -168,6 +168,32 @@ class FakeOpenAI:
             return None
         return JSONResponse({"error": "Unauthorized"}, status_code=401)  # vLLM's --api-key middleware body
 
+    async def _intake(
+        self, request: Request, field: str, types: tuple[type, ...]
+    ) -> tuple[dict[str, Any], Response | None]:
+        """Parse, record and check a POST the way vLLM does: JSON, auth, the required field, a served model."""
+        try:
+            body = await request.json()
+        except json.JSONDecodeError:
+            self._record(request, None)
+            return {}, _error(400, "request body is not valid JSON", "BadRequestError")
+        self._record(request, body)
+        if (denied := self._unauthorized(request)) is not None:
+            return {}, denied
+        if not isinstance(body, dict) or not isinstance(body.get(field), types):
+            return {}, _error(400, f"field '{field}' is required", "BadRequestError")
+        if body.get("model") not in self.models:
+            return {}, _error(404, f"The model `{body.get('model')}` does not exist.", "NotFoundError")
+        return body, None
+
+    async def _behave(self) -> Answer | Labels | Content | Status:
+        """The next scripted behaviour, after its sleep if it has one."""
+        behaviour = self._next()
+        if isinstance(behaviour, Sleep):
+            await asyncio.sleep(behaviour.seconds)
+            behaviour = behaviour.then
+        return behaviour
+
     def create_app(self) -> FastAPI:
         app = FastAPI()
 
@@ -192,48 +218,24 @@ class FakeOpenAI:
 
         @app.post("/v1/chat/completions")
         async def chat_completions(request: Request) -> Response:
-            try:
-                body = await request.json()
-            except json.JSONDecodeError:
-                self._record(request, None)
-                return _error(400, "request body is not valid JSON", "BadRequestError")
-            self._record(request, body)
-            if (denied := self._unauthorized(request)) is not None:
-                return denied
-            if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
-                return _error(400, "field 'messages' is required", "BadRequestError")
-            if body.get("model") not in self.models:
-                return _error(404, f"The model `{body.get('model')}` does not exist.", "NotFoundError")
-            behaviour = self._next()
-            if isinstance(behaviour, Sleep):
-                await asyncio.sleep(behaviour.seconds)
-                behaviour = behaviour.then
+            body, refusal = await self._intake(request, "messages", (list,))
+            if refusal is not None:
+                return refusal
+            behaviour = await self._behave()
             if isinstance(behaviour, Status):
                 return _error(behaviour.code, behaviour.message, "InternalServerError")
             return JSONResponse(_chat_completion(body, behaviour))
 
         @app.post("/v1/completions")
         async def completions(request: Request) -> Response:
-            try:
-                body = await request.json()
-            except json.JSONDecodeError:
-                self._record(request, None)
-                return _error(400, "request body is not valid JSON", "BadRequestError")
-            self._record(request, body)
-            if (denied := self._unauthorized(request)) is not None:
-                return denied
-            if not isinstance(body, dict) or not isinstance(body.get("prompt"), str | list):
-                return _error(400, "field 'prompt' is required", "BadRequestError")
-            if body.get("model") not in self.models:
-                return _error(404, f"The model `{body.get('model')}` does not exist.", "NotFoundError")
+            body, refusal = await self._intake(request, "prompt", (str, list))
+            if refusal is not None:
+                return refusal
             try:
                 prompt = self.prompt_text(body["prompt"])
             except (ValueError, TypeError) as exc:
                 return _error(400, str(exc), "BadRequestError")
-            behaviour = self._next()
-            if isinstance(behaviour, Sleep):
-                await asyncio.sleep(behaviour.seconds)
-                behaviour = behaviour.then
+            behaviour = await self._behave()
             if isinstance(behaviour, Status):
                 return _error(behaviour.code, behaviour.message, "InternalServerError")
             return JSONResponse(_text_completion(body, prompt, behaviour))
