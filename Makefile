@@ -27,6 +27,7 @@ lint: install
 	$(BIN)/ruff check app models router tests evalsets
 	$(BIN)/ruff format --check app models router tests evalsets
 	$(BIN)/mypy app models router tests evalsets
+	$(BIN)/hadolint Dockerfile
 
 test: lint
 	$(BIN)/pytest -q
