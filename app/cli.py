@@ -390,6 +390,23 @@ def _api_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def _soak(args: argparse.Namespace) -> int:
+    from app.jobs.soak import SoakConfig, format_soak, run_soak
+
+    config = SoakConfig(
+        encoder=args.encoder,
+        data=args.data,
+        duration_s=args.duration,
+        factor=args.factor,
+        capacity_s=args.capacity_seconds,
+        max_queue_wait_s=args.max_queue_wait,
+        out=args.out,
+    )
+    result = run_soak(config, progress=not args.quiet)
+    print(format_soak(result))
+    return 0 if result["lost"] == 0 and result["unexpected"] == 0 and result["refused_without_retry_after"] == 0 else 1
+
+
 def _doctor(args: argparse.Namespace) -> int:
     from app.jobs.doctor import diagnose, render, write_json
     from app.server.settings import Settings
@@ -421,6 +438,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="add/revoke: the key's name (who uses it)")
     p.add_argument("--scopes", default="classify", help="add: comma-separated, from classify, escalate:force, admin")
     p.set_defaults(func=_api_key)
+
+    p = sub.add_parser("soak", help="a real server at a multiple of its measured capacity: nothing lost, overload 429")
+    p.add_argument("--encoder", type=Path, default=DEFAULT_CHECKPOINTS / "encoder")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="tickets to send (test.jsonl in this folder)")
+    p.add_argument("--duration", type=float, default=60.0, help="seconds of offered load")
+    p.add_argument("--factor", type=float, default=2.0, help="offered load as a multiple of the measured capacity")
+    p.add_argument("--capacity-seconds", type=float, default=10.0, help="length of the capacity measurement")
+    p.add_argument("--max-queue-wait", type=float, default=1.0, help="the server's TRIAGE_MAX_QUEUE_WAIT_S")
+    p.add_argument("--out", type=Path, default=Path("bench/soak.json"))
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_soak)
 
     p = sub.add_parser("doctor", help="installed packages, the GPU, and memory plans for serving and QLoRA training")
     p.add_argument("--gpu", help="plan for this GPU instead of the detected one: rtx4090, rtx3090, l4, a10g, ...")

@@ -156,8 +156,11 @@ def _free_port() -> int:
 
 
 @contextmanager
-def served(checkpoint: Path, env_overrides: dict[str, str], startup_timeout: float = 600.0) -> Iterator[str]:
-    """A real ``triage serve`` subprocess on loopback; yields its base URL once /ready answers 200."""
+def served(
+    checkpoint: Path, env_overrides: dict[str, str], startup_timeout: float = 600.0, pid: list[int] | None = None
+) -> Iterator[str]:
+    """A real ``triage serve`` subprocess on loopback; yields its base URL once /ready answers 200 (and appends
+    the process id to ``pid`` when given)."""
     port = _free_port()
     env = {
         **os.environ,
@@ -171,6 +174,8 @@ def served(checkpoint: Path, env_overrides: dict[str, str], startup_timeout: flo
     cmd = [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--timeout-keep-alive", "120"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
+    if pid is not None:
+        pid.append(proc.pid)
     try:
         deadline = time.monotonic() + startup_timeout
         while True:
