@@ -400,6 +400,7 @@ def _soak(args: argparse.Namespace) -> int:
         factor=args.factor,
         capacity_s=args.capacity_seconds,
         max_queue_wait_s=args.max_queue_wait,
+        max_active_requests=args.max_active_requests,
         out=args.out,
     )
     result = run_soak(config, progress=not args.quiet)
@@ -446,6 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--factor", type=float, default=2.0, help="offered load as a multiple of the measured capacity")
     p.add_argument("--capacity-seconds", type=float, default=10.0, help="length of the capacity measurement")
     p.add_argument("--max-queue-wait", type=float, default=1.0, help="the server's TRIAGE_MAX_QUEUE_WAIT_S")
+    p.add_argument("--max-active-requests", type=int, default=32, help="the server's TRIAGE_MAX_ACTIVE_REQUESTS")
     p.add_argument("--out", type=Path, default=Path("bench/soak.json"))
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_soak)

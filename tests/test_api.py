@@ -177,9 +177,31 @@ def test_overload_gets_429_with_retry_after(encoder_dir: Path) -> None:
     assert second.json()["error"]["type"] == "overloaded"
 
 
+def test_requests_over_the_active_bound_get_429_before_they_are_parsed(encoder_dir: Path) -> None:
+    """Two requests held in the batcher (a 1.5 s flush wait): the third is refused at once, with Retry-After."""
+    settings = Settings(
+        encoder_path=encoder_dir, max_active_requests=2, max_batch_size=64, max_wait_ms=1500, llm_backend="none"
+    )
+    with running_server(settings) as url:
+
+        async def scenario() -> list[httpx.Response]:
+            async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+                held = [asyncio.create_task(client.post("/classify", json={"text": f"t{i}"})) for i in range(2)]
+                await asyncio.sleep(0.4)
+                third = await client.post("/classify", json={"text": "third"})
+                return [*(await asyncio.gather(*held)), third]
+
+        first, second, third = asyncio.run(scenario())
+    assert first.status_code == 200 and second.status_code == 200
+    assert third.status_code == 429 and third.headers["retry-after"] == "1"
+    assert "TRIAGE_MAX_ACTIVE_REQUESTS" in third.json()["error"]["message"]
+
+
 def test_load_is_shed_by_expected_wait(encoder_dir: Path) -> None:
     """A 10 ms wait budget: once the queue holds more than that much measured work, requests get 429 at once."""
-    settings = Settings(encoder_path=encoder_dir, max_queue_wait_s=0.01, max_batch_size=8, llm_backend="none")
+    settings = Settings(
+        encoder_path=encoder_dir, max_queue_wait_s=0.01, max_batch_size=8, max_active_requests=0, llm_backend="none"
+    )
     with running_server(settings) as url:
         assert httpx.post(f"{url}/classify", json={"text": "first, measured"}).status_code == 200
 

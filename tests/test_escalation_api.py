@@ -168,7 +168,8 @@ def test_budget_holds_under_load(encoder_dir: Path, remote_adapter: Path, fake: 
         escalation_threshold=1.0,
         escalation_max_fraction=0.1,
         llm_preload=True,
-        max_queue_wait_s=0,  # this test is about the escalation budget: no shedding by queue time on a slow CI
+        max_queue_wait_s=0,  # this test is about the escalation budget: no load shedding on a slow CI
+        max_active_requests=0,
     )
     with running_server(settings) as server:
 

@@ -25,3 +25,15 @@ def test_overload_is_answered_not_lost(encoder_dir: Path, dataset_dir: Path, tmp
     assert set(result["statuses"]) <= {"200", "429", "503"}
     assert (tmp_path / "soak.json").exists()
     assert "lost 0" in format_soak(result)
+    assert result["server_ms"]["p50"] is not None  # read from the server's own latency histogram
+
+
+def test_server_quantiles_read_the_bucket_bounds() -> None:
+    from app.jobs.soak import server_quantiles
+
+    text = "\n".join(
+        f'triage_request_duration_seconds_bucket{{route="/classify",le="{le}"}} {count}'
+        for le, count in (("0.1", 50.0), ("0.5", 99.0), ("1.0", 100.0), ("+Inf", 100.0))
+    )
+    assert server_quantiles(text) == {"p50": 100.0, "p99": 500.0}
+    assert server_quantiles("") == {"p50": None, "p99": None}

@@ -167,6 +167,8 @@ def served(
         "TRIAGE_ENCODER_PATH": str(checkpoint),
         "TRIAGE_REQUEST_TIMEOUT_S": "600",
         "TRIAGE_MAX_QUEUE": "100000",
+        "TRIAGE_MAX_ACTIVE_REQUESTS": "0",  # bench measures throughput, not shedding (soak overrides it back)
+        "TRIAGE_MAX_QUEUE_WAIT_S": "0",
         "TRIAGE_LOG_LEVEL": "warning",
         "TRIAGE_LLM_BACKEND": "none",  # the encoder tier is measured; escalations would share its CPU or GPU
         **env_overrides,

@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, Response
 
 from app.server import errors
 from app.server.auth import APIKeyAuth, KeyStore
-from app.server.body import BodyGuard
+from app.server.body import BodyGuard, ConcurrencyLimit
 from app.server.errors import install_error_handlers
 from app.server.llm_tier import LazyLLM, build_llm, serving_shape
 from app.server.metrics import Metrics
@@ -201,6 +201,13 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings, app.state.metrics, app.state.triage = settings, metrics, state
     install_error_handlers(app)
     app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes, json_paths=["/classify"])
+    if settings.max_active_requests:
+        app.add_middleware(
+            ConcurrencyLimit,
+            limit=settings.max_active_requests,
+            paths=["/classify"],
+            on_refuse=lambda: None,
+        )
     keys = KeyStore.load(settings.api_keys_file) if settings.api_keys_file is not None else None
     if keys is not None:  # before the body guard: a stranger cannot make the server read a body
         app.add_middleware(

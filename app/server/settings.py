@@ -34,6 +34,12 @@ class Settings(BaseSettings):
         "into batches; default: measured at start-up.",
     )
     max_queue: int = Field(1024, ge=1, description="Most tickets queued or running; beyond it requests get 429.")
+    max_active_requests: int = Field(
+        32,
+        ge=0,
+        description="Most /classify requests inside the server at once; more get 429 before they are parsed "
+        "(0: no bound). Under 2x overload this, not the queue bound, keeps the tail short (README, soak).",
+    )
     max_queue_wait_s: float = Field(
         5.0,
         ge=0,
