@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 import httpx
+import pytest
 
 from app.server.settings import Settings
 from tests.conftest import running_server
@@ -78,3 +79,22 @@ def test_reload_switches_versions_without_failing_a_request(encoder_dir: Path, t
         assert httpx.get(f"{url}/info").json()["encoder"]["version"] == "v-b"
         assert httpx.post(f"{url}/classify", json={"text": "still served"}).status_code == 200
     assert 'version="v-a"' not in metrics  # the retired version left the model-info gauge
+
+
+def test_reload_during_the_first_load_is_refused(encoder_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first load, still running, would overwrite a reloaded pair when it finishes: refuse until ready."""
+    from app.server import main
+
+    release = threading.Event()
+    real = main._load_service
+
+    def slow_load(*args: object, **kwargs: object) -> object:
+        release.wait(30)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(main, "_load_service", slow_load)
+    with running_server(Settings(encoder_path=encoder_dir, llm_backend="none"), wait_ready=False) as url:
+        refused = httpx.post(f"{url}/admin/reload")
+        release.set()
+        assert refused.status_code == 409
+        assert "still loading its first version" in refused.json()["error"]["message"]

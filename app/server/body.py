@@ -99,19 +99,17 @@ class ConcurrencyLimit:
     front of it (parsing, tokenising, detecting languages on the event loop), and this bound caps that.
     """
 
-    def __init__(self, app: ASGIApp, limit: int, paths: Collection[str], on_refuse: Callable[[], None]) -> None:
+    def __init__(self, app: ASGIApp, limit: int, paths: Collection[str]) -> None:
         self.app = app
         self.limit = limit
         self.paths = set(paths)
         self.active = 0
-        self.on_refuse = on_refuse
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] not in self.paths:
             await self.app(scope, receive, send)
             return
         if self.active >= self.limit:
-            self.on_refuse()
             await reply_error(
                 send,
                 429,

@@ -148,6 +148,8 @@ def create_app(settings: Settings) -> FastAPI:
         """Load the pair the checkpoint pointer names now beside the served one, switch, retire the old one once
         its requests are answered. On failure the served pair stays and ``ReloadFailed`` says why."""
         async with reload_lock:
+            if state.status == "loading":  # the first load would overwrite the reloaded pair when it finishes
+                raise errors.ReloadFailed("the server is still loading its first version; retry once /ready is 200")
             old = state.service
             try:
                 new = await asyncio.to_thread(_load_service, settings, metrics)
@@ -202,12 +204,7 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes, json_paths=["/classify"])
     if settings.max_active_requests:
-        app.add_middleware(
-            ConcurrencyLimit,
-            limit=settings.max_active_requests,
-            paths=["/classify"],
-            on_refuse=lambda: None,
-        )
+        app.add_middleware(ConcurrencyLimit, limit=settings.max_active_requests, paths=["/classify"])
     keys = KeyStore.load(settings.api_keys_file) if settings.api_keys_file is not None else None
     if keys is not None:  # before the body guard: a stranger cannot make the server read a body
         app.add_middleware(
