@@ -45,8 +45,11 @@ class QueueFull(BatcherError):
     """
 
     def __init__(self, depth: int, capacity: int, retry_after: float, expected_wait: float | None = None) -> None:
-        why = f"would wait {expected_wait:.2f}s" if expected_wait is not None else f"queue holds {depth} of {capacity}"
-        super().__init__(f"{why} items")
+        super().__init__(
+            f"the items would wait {expected_wait:.2f}s"
+            if expected_wait is not None
+            else f"queue holds {depth} of {capacity} items"
+        )
         self.depth, self.capacity, self.retry_after = depth, capacity, retry_after
         self.expected_wait = expected_wait
 
@@ -181,7 +184,6 @@ class DynamicBatcher(Generic[T, R]):
         self._crashes: deque[float] = deque()  # monotonic times of the restarts within the window
         self._restarts = 0
         self._observer_errors = 0
-        self._recent_batch_seconds = 0.05
         self._item_seconds: float | None = None  # moving average of inference seconds per item; None: no batch yet
         self._failures = FailureLog(logger, f"{name}: predict")
 
@@ -244,9 +246,8 @@ class DynamicBatcher(Generic[T, R]):
             await asyncio.to_thread(executor.shutdown, wait=True)
 
     def retry_after(self) -> float:
-        """Seconds until the queue has likely drained by one batch: the caller's Retry-After hint."""
-        batches_ahead = max(1, self.depth // self.policy.max_batch_size)
-        return max(1.0, round(batches_ahead * self._recent_batch_seconds, 1))
+        """Seconds until the queue ahead has likely drained (at least 1): the caller's Retry-After hint."""
+        return max(1.0, round(self.expected_wait() or 0.0, 1))
 
     def expected_wait(self, extra: int = 0) -> float | None:
         """Seconds until ``extra`` new items would be served behind the current queue, from measured batches."""
@@ -274,8 +275,7 @@ class DynamicBatcher(Generic[T, R]):
         budget = self.policy.max_queue_wait_s
         wait = self.expected_wait(len(values))
         if budget is not None and wait is not None and self.depth > 0 and wait > budget:
-            ahead = self.expected_wait() or 0.0  # until the queue ahead has drained
-            raise QueueFull(self.depth, self.policy.max_queue, max(1.0, round(ahead, 1)), expected_wait=wait)
+            raise QueueFull(self.depth, self.policy.max_queue, self.retry_after(), expected_wait=wait)
         loop = asyncio.get_running_loop()
         request = next(self._requests)
         items = [_Item[T, R](v, self._cost(v), loop.create_future(), request) for v in values]
@@ -438,7 +438,6 @@ class DynamicBatcher(Generic[T, R]):
         # the wait is up to the start of inference in the worker thread: for unbatched requests too, it includes
         # the time spent behind other requests
         waits = [start - i.enqueued for i in batch]
-        self._recent_batch_seconds = 0.8 * self._recent_batch_seconds + 0.2 * seconds
         per_item = seconds / len(batch)
         self._item_seconds = per_item if self._item_seconds is None else 0.8 * self._item_seconds + 0.2 * per_item
         self._observe(len(batch), len(batch) * max(i.cost for i in batch), waits, seconds)

@@ -21,8 +21,9 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 
 from app.server import errors
+from app.server.active import ConcurrencyLimit
 from app.server.auth import APIKeyAuth, KeyStore
-from app.server.body import BodyGuard, ConcurrencyLimit
+from app.server.body import BodyGuard
 from app.server.errors import install_error_handlers
 from app.server.llm_tier import LazyLLM, build_llm, serving_shape
 from app.server.metrics import Metrics

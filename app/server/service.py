@@ -130,11 +130,6 @@ class ClassificationService:
     def _predict(self, batch: list[list[int]]) -> list[Row]:
         return list(self.encoder.predict_ids(batch))
 
-    @property
-    def in_flight(self) -> int:
-        """Requests inside ``classify`` now."""
-        return self._in_flight
-
     async def retire(self, grace_s: float) -> None:
         """Stop once the requests already inside ``classify`` have finished (at most ``grace_s`` seconds):
         a reload swaps services without failing a request in flight."""
