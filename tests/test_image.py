@@ -52,6 +52,7 @@ def world_readable_tmp() -> Iterator[Path]:
     shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.mark.slow  # installs the project into a fresh venv from the package index (the network), ≈ 80 s
 def test_install_then_start_as_non_root_on_a_read_only_checkpoint(encoder_dir: Path, world_readable_tmp: Path) -> None:
     root = world_readable_tmp
     src = root / "src"
