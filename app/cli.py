@@ -42,6 +42,7 @@ def _serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from app.server.auth import KeyFileError
+    from app.server.drain import DrainingServer
     from app.server.main import create_app
     from app.server.settings import Settings
     from models.checkpoint import read_manifest
@@ -65,7 +66,7 @@ def _serve(args: argparse.Namespace) -> int:
     except KeyFileError as exc:
         print(f"triage serve: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=args.host,
         port=args.port,
@@ -74,7 +75,9 @@ def _serve(args: argparse.Namespace) -> int:
         access_log=args.access_log,
         log_config=None,  # uvicorn's lines go through configure_logging's handler: JSON with --log-json
     )
-    return 0
+    server = DrainingServer(config, app.state.drain, settings.drain_timeout_s)  # SIGTERM drains first
+    server.run()
+    return 0 if server.started else 3  # 3: uvicorn's start-up failure status (the port taken, ...)
 
 
 def _library_logs_through_ours() -> None:

@@ -9,7 +9,9 @@ out). Only a prompt that ends in the final channel, as the adapter was trained, 
 
 Each request takes the next scripted behaviour (``fake.script(Status(500), Answer())``); with nothing scripted it
 answers by a keyword rule over the ticket, choosing labels from those the request allows (the regex alternatives,
-or the JSON schema's enum), as constrained decoding would. Every request is recorded.
+or the JSON schema's enum), as constrained decoding would. Every request is recorded. ``fake.hanging = True`` makes
+the server hang like a wedged GPU: it accepts and records every (chat) completion request and answers none until
+the flag is cleared (then each goes on as it would have).
 """
 
 from __future__ import annotations
@@ -124,6 +126,8 @@ class FakeOpenAI:
     tokenizer: Any = None
     """The served model's tokenizer, to read prompts sent as token ids (vLLM has it too)."""
     requests: list[Recorded] = field(default_factory=list)
+    hanging: bool = False
+    """While set, (chat) completion requests are accepted and recorded but not answered (a hung backend)."""
     _script: deque[Behaviour] = field(default_factory=deque)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -138,6 +142,7 @@ class FakeOpenAI:
             self.requests.clear()
             self.models = models
             self.api_key = api_key
+            self.hanging = False
 
     @property
     def chat_requests(self) -> list[dict[str, Any]]:
@@ -187,7 +192,9 @@ class FakeOpenAI:
         return body, None
 
     async def _behave(self) -> Answer | Labels | Content | Status:
-        """The next scripted behaviour, after its sleep if it has one."""
+        """The next scripted behaviour, after its sleep if it has one (and after a hang, while ``hanging``)."""
+        while self.hanging:
+            await asyncio.sleep(0.02)
         behaviour = self._next()
         if isinstance(behaviour, Sleep):
             await asyncio.sleep(behaviour.seconds)

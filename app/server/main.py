@@ -24,6 +24,7 @@ from app.server import errors
 from app.server.active import ConcurrencyLimit
 from app.server.auth import APIKeyAuth, KeyStore
 from app.server.body import BodyGuard
+from app.server.drain import Drain, DrainGate
 from app.server.errors import install_error_handlers
 from app.server.llm_tier import LazyLLM, build_llm, serving_shape
 from app.server.metrics import Metrics
@@ -56,7 +57,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         415: "Body not sent as application/json",
         422: "Invalid request: empty or too long text, too many tickets, wrong types, unknown fields",
         429: "Queue full, or the key's rate limit; retry after the Retry-After header's seconds",
-        503: "Not ready, or not served within the deadline",
+        503: "Not ready, draining for a shutdown (type draining, with Retry-After), or not served within the deadline",
     }.items()
 }
 
@@ -129,6 +130,7 @@ def create_app(settings: Settings) -> FastAPI:
     """Build the ASGI app for ``settings``. Nothing is read from the environment here."""
     metrics = Metrics()
     state = ServerState()
+    drain = Drain(on_begin=lambda: metrics.ready.set(0))
 
     async def load() -> None:
         try:
@@ -201,11 +203,12 @@ def create_app(settings: Settings) -> FastAPI:
         summary="Multi-label classification of multilingual support tickets, batched on the encoder tier.",
         lifespan=lifespan,
     )
-    app.state.settings, app.state.metrics, app.state.triage = settings, metrics, state
+    app.state.settings, app.state.metrics, app.state.triage, app.state.drain = settings, metrics, state, drain
     install_error_handlers(app)
     app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes, json_paths=["/classify"])
     if settings.max_active_requests:
         app.add_middleware(ConcurrencyLimit, limit=settings.max_active_requests, paths=["/classify"])
+    app.add_middleware(DrainGate, drain=drain, paths=["/classify"])  # outside the bound: a refusal holds no slot
     keys = KeyStore.load(settings.api_keys_file) if settings.api_keys_file is not None else None
     if keys is not None:  # before the body guard: a stranger cannot make the server read a body
         app.add_middleware(
@@ -294,10 +297,15 @@ def create_app(settings: Settings) -> FastAPI:
         },
     )
     async def ready() -> JSONResponse:
-        """200 once the encoder is loaded and warmed up, else 503 with the state (loading, failed or unhealthy).
+        """200 once the encoder is loaded and warmed up, else 503 with the state (loading, failed, unhealthy or
+        draining).
 
         ``unhealthy``: the encoder's batch worker crashed more often than it may restart; restart the server.
+        ``draining``: the server got SIGTERM and is finishing the requests it accepted before it exits.
         """
+        if drain.draining:
+            error = "the server is shutting down (SIGTERM): it finishes the requests it accepted and takes no new ones"
+            return JSONResponse({"status": "draining", "error": error}, 503)
         service = state.service
         if state.status == "ready" and service is not None and not service.batcher.healthy:
             error = f"the encoder batch worker stopped after {service.batcher.restarts} restart(s); see the log"

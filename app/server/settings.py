@@ -47,6 +47,13 @@ class Settings(BaseSettings):
         "the measured seconds per ticket) gets 429 with a Retry-After from that estimate; 0: off.",
     )
     request_timeout_s: float = Field(30.0, gt=0, description="Deadline per request; past it the request gets 503.")
+    drain_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="On SIGTERM: how long `triage serve` keeps serving the requests it had accepted (refusing new "
+        "ones with 503 and /ready 503) before it shuts down. Keep it >= TRIAGE_REQUEST_TIMEOUT_S (then every "
+        "accepted request is answered) and below the orchestrator's grace period (README, Graceful shutdown).",
+    )
 
     max_text_chars: int = Field(10_000, ge=1, description="Longest ticket text accepted, in characters.")
     max_tickets: int = Field(256, ge=1, description="Most tickets in one request.")
