@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# the Kubernetes API the manifests in deploy/k8s are checked against (schemas shipped by kubernetes-validate)
+K8S_VERSION ?= 1.31.0
 
 .PHONY: install serve build-default test lint test-slow report bench clean
 
@@ -28,6 +30,8 @@ lint: install
 	$(BIN)/ruff format --check app models router tests evalsets
 	$(BIN)/mypy app models router tests evalsets
 	$(BIN)/hadolint Dockerfile
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker/compose*.yaml
+	$(BIN)/kubernetes-validate --strict --quiet --kubernetes-version $(K8S_VERSION) deploy/k8s/*.yaml
 
 test: lint
 	$(BIN)/pytest -q
