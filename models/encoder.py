@@ -15,11 +15,12 @@ from typing import Any
 import numpy as np
 import torch
 from numpy.typing import NDArray
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+from transformers import AutoTokenizer, PreTrainedModel
 
 from models.checkpoint import Manifest, read_manifest
 from models.device import resolve_device, resolve_dtype
 from models.errors import CheckpointError, ModelError
+from models.pooling import load_classifier
 from models.taxonomy import Taxonomy
 
 logger = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ class EncoderClassifier:
         dt = resolve_dtype(dtype, dev)
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(path))
-            model = AutoModelForSequenceClassification.from_pretrained(str(path), dtype=dt)
+            model = load_classifier(str(path), dtype=dt)  # the pooling its config.json names
         except (OSError, ValueError) as exc:
             raise CheckpointError(f"cannot load encoder weights or tokenizer from {path}: {exc}") from exc
         if model.config.num_labels != len(manifest.thresholds):
