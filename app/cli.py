@@ -36,8 +36,8 @@ DEFAULT_ENCODER = {
 }
 """The tiny encoder's settings for DEFAULT_BUILD_N tickets: 3 epochs of the bag of embeddings (seconds each), then
 one epoch of the whole model over 28,000 distinct tickets: on the proxy's validation half as good as five epochs
-over 8,400 (within noise) in less time, and better on the generated splits (README, ablation). At 1e-3 a from-scratch run can stall on a
-plateau (loss ≈ 1.0, macro-F1 < 0.1 after 8 epochs, seen in the ablation)."""
+over 8,400 (within noise) in less time, and better on the generated splits (README, ablation). At 1e-3 a
+from-scratch run can stall on a plateau (loss ≈ 1.0, macro-F1 < 0.1 after 8 epochs, seen in the ablation)."""
 DEFAULT_ADAPTER = {"max_train_examples": 2000, "max_eval_examples": 300, "tiny_pretrain_epochs": 6}
 """The tiny adapter pre-trains and trains on the first 2,000 tickets and scores 300 per split: version 2's tickets
 are longer, and encoder + adapter must train within the 8-minute build budget on 2 cores."""
