@@ -28,7 +28,7 @@ from models.checkpoint import Manifest, atomic_folder, write_model_card
 from models.datasets import Dataset, Example, label_matrix, load_dataset, multi_hot, read_examples
 from models.device import resolve_device
 from models.encoder import EncoderClassifier, pad_batch
-from models.errors import CheckpointError, check_arguments
+from models.errors import CheckpointError, DataError, check_arguments
 from models.pooling import POOLINGS, build_classifier, load_classifier, warm_start_parameters
 from models.scoring import score
 from models.tiny import TINY, TOKENIZER_KINDS, tiny_deberta_config, train_bpe_tokenizer
@@ -99,7 +99,7 @@ class EncoderTrainingArgs:
         }
         check_arguments(self, checks, "training argument")
         if self.warm_start_epochs and (self.base_model != TINY or self.resolved_pooling != "mean"):
-            raise ValueError(
+            raise DataError(
                 "warm_start_epochs needs --base-model tiny with mean pooling: it sets every residual branch to zero, "
                 f"which would erase a pretrained model's layers (found base {self.base_model!r}, pooling "
                 f"{self.resolved_pooling!r})"

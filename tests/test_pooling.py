@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from transformers import BertConfig, DebertaV2ForSequenceClassification
 
 from models.encoder import EncoderClassifier
-from models.errors import CheckpointError
+from models.errors import CheckpointError, DataError
 from models.pooling import (
     MeanPooledDebertaV2ForSequenceClassification,
     build_classifier,
@@ -20,7 +21,7 @@ from models.tiny import tiny_deberta_config
 from models.train_encoder import EncoderTrainingArgs
 
 
-def tiny(pooling: str) -> torch.nn.Module:
+def tiny(pooling: str) -> Any:
     torch.manual_seed(0)
     config = tiny_deberta_config(vocab_size=300, num_labels=5, pad_token_id=0, max_length=64, hidden_size=64, layers=2)
     config.pooling = pooling
@@ -104,9 +105,9 @@ def test_pooling_and_warm_start_arguments() -> None:
     assert EncoderTrainingArgs.for_base_model("tiny").resolved_pooling == "mean"
     assert EncoderTrainingArgs.for_base_model("tiny").warm_start_epochs > 0
     assert EncoderTrainingArgs().resolved_pooling == "cls"  # the published recipe for a pretrained base
-    with pytest.raises(ValueError, match="warm_start_epochs needs --base-model tiny with mean pooling"):
+    with pytest.raises(DataError, match="warm_start_epochs needs --base-model tiny with mean pooling"):
         EncoderTrainingArgs(base_model="microsoft/mdeberta-v3-base", warm_start_epochs=2)
-    with pytest.raises(ValueError, match="found base 'tiny', pooling 'cls'"):
+    with pytest.raises(DataError, match="found base 'tiny', pooling 'cls'"):
         EncoderTrainingArgs.for_base_model("tiny", pooling="cls")
 
 
