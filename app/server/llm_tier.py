@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.server.batcher import BatchPolicy, DynamicBatcher
+from app.server.batcher import BatcherClosed, BatcherError, BatchPolicy, DynamicBatcher, QueueFull
 from app.server.failures import CircuitBreaker
 from app.server.metrics import Metrics
 from app.server.settings import Settings
@@ -62,6 +62,10 @@ def build_llm(settings: Settings, adapter_path: Path | None = None) -> LLMClassi
     if settings.llm_backend == "none":
         raise ValueError("no LLM tier is configured (llm_backend none)")
     return create_llm(settings.llm_backend, llm_config(settings, adapter_path))
+
+
+class BreakerOpen(BatcherError):
+    """The LLM tier refused the call without sending it: its backend kept failing (see ``CircuitBreaker``)."""
 
 
 class LazyLLM:
@@ -155,12 +159,28 @@ class LazyLLM:
         """
         if self.batcher is None:
             raise RuntimeError("LLM tier is not loaded")
+        allowed = self.breaker.allow()
+        self._breaker_gauge()
+        if not allowed:  # a backend that keeps failing is not called until the breaker's trial
+            raise BreakerOpen(f"the LLM tier's circuit breaker is open ({self.breaker.failures} failures in a row)")
         self._last_used = time.monotonic()
         try:
             items = [Escalation(text, deadline) for text in texts]
-            return await self.batcher.submit(items, max(0.0, deadline - time.monotonic()))
+            answers = await self.batcher.submit(items, max(0.0, deadline - time.monotonic()))
+        except (QueueFull, BatcherClosed):  # this tier's own load or shutdown, not the backend's failure
+            raise
+        except Exception:  # the backend failed or missed the deadline
+            self.breaker.record(False)
+            self._breaker_gauge()
+            raise
         finally:
             self._last_used = time.monotonic()
+        self.breaker.record(True)
+        self._breaker_gauge()
+        return answers
+
+    def _breaker_gauge(self) -> None:
+        self._metrics.llm_breaker_open.set(0 if self.breaker.state == "closed" else 1)
 
     async def unload(self) -> None:
         batcher, llm = self.batcher, self.llm

@@ -100,8 +100,6 @@ def _load_service(settings: Settings, metrics: Metrics) -> ClassificationService
     if overhead is None:
         overhead = encoder.measure_batch_overhead()
         logger.info("encoder forward-pass overhead measured at %.0f tokens", overhead)
-    info_labels = ("encoder", encoder.version, encoder.manifest.base_model, str(encoder.health()["device"]))
-    metrics.model_info.labels(*info_labels).set(1)
     llm = None
     if settings.llm_backend != "none":
         llm = LazyLLM(
@@ -122,7 +120,7 @@ def _load_service(settings: Settings, metrics: Metrics) -> ClassificationService
         router_merge_policy=encoder.manifest.router_merge_policy(),
         batch_overhead=overhead,
     )
-    service.model_info_labels = info_labels
+    metrics.model_info.labels(*service.model_info_labels).set(1)
     return service
 
 

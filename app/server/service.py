@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 from app.server import errors
 from app.server.batcher import BatcherClosed, BatchPolicy, DynamicBatcher, QueueFull
 from app.server.batcher import DeadlineExceeded as BatchDeadline
-from app.server.llm_tier import LazyLLM
+from app.server.llm_tier import BreakerOpen, LazyLLM
 from app.server.metrics import Metrics
 from app.server.settings import Settings
 from models.errors import ModelError
@@ -124,8 +124,12 @@ class ClassificationService:
         )
 
         self._in_flight = 0
-        self.model_info_labels: tuple[str, ...] = ()
-        """This service's ``triage_model_info`` labels, removed when a reload retires it."""
+
+    @property
+    def model_info_labels(self) -> tuple[str, str, str, str]:
+        """This service's ``triage_model_info`` labels (tier, version, base model, device)."""
+        health = self.encoder.health()
+        return ("encoder", self.encoder.version, str(health["base_model"]), str(health["device"]))
 
     def _predict(self, batch: list[list[int]]) -> list[Row]:
         return list(self.encoder.predict_ids(batch))
@@ -219,12 +223,6 @@ class ClassificationService:
         self._settle(out, sorted(refused), EscalationStatus.SKIPPED_BUDGET)
         if not granted:
             return out
-        breaker = self.llm.breaker
-        if not breaker.allow():  # a backend that keeps failing is not called until the breaker's trial
-            self._breaker_gauge()
-            for _ in granted:
-                self.budget.release()
-            return self._settle(out, granted, EscalationStatus.UNAVAILABLE)
         try:
             load_wait = min(self.settings.llm_load_wait_s, deadline - time.monotonic())
             if not await self.llm.ensure_loaded(max(0.0, load_wait)):
@@ -235,30 +233,20 @@ class ClassificationService:
                 return self._settle(out, granted, EscalationStatus.TIMEOUT)
             answers = await self.llm.classify([texts[i] for i in granted], deadline=answer_deadline)
         except BatchDeadline:
-            breaker.record(False)
-            self._breaker_gauge()
             return self._settle(out, granted, EscalationStatus.TIMEOUT, escalated=True)
-        except (QueueFull, BatcherClosed):
+        except (QueueFull, BatcherClosed, BreakerOpen):
             return self._settle(out, granted, EscalationStatus.UNAVAILABLE)
         except Exception as exc:  # any LLM failure (OOM, bad output, remote error): the encoder's answer stands
-            # the LLM batcher logged it (once per outage, see FailureLog); here it only counts for the breaker
+            # logged by the LLM batcher (once per outage, see FailureLog) and counted by the tier's breaker
             logger.debug("LLM tier failed on %d escalated ticket(s): %s", len(granted), exc)
-            breaker.record(False)
-            self._breaker_gauge()
             return self._settle(out, granted, EscalationStatus.FAILED, escalated=True)
         finally:
             for _ in granted:
                 self.budget.release()
-        breaker.record(True)
-        self._breaker_gauge()
         for i, labels in zip(granted, answers, strict=True):
             out[i] = self.pipeline.merge(out[i], labels)
         self.metrics.escalations.labels(EscalationStatus.DONE.value).inc(len(granted))
         return out
-
-    def _breaker_gauge(self) -> None:
-        if self.llm is not None:
-            self.metrics.llm_breaker_open.set(0 if self.llm.breaker.state == "closed" else 1)
 
     def _settle(
         self, decisions: list[Decision], indices: Sequence[int], status: EscalationStatus, escalated: bool = False
