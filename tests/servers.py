@@ -12,6 +12,13 @@ from typing import Any
 import uvicorn
 
 
+def free_port() -> int:
+    """A loopback port free now (for a subprocess that binds it itself; in-process servers use ``serve_asgi``)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 @contextmanager
 def serve_asgi(app: Any, startup_timeout: float = 60.0) -> Iterator[str]:
     """Run ``app`` with uvicorn in a background thread on a free loopback port; yield ``http://127.0.0.1:PORT``."""

@@ -27,8 +27,8 @@ from fastapi.routing import APIRoute
 from app.server.main import create_app
 from app.server.settings import Settings
 from tests.conftest import running_server
+from tests.servers import free_port
 from tests.test_dashboard import exported
-from tests.test_prometheus import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKER = ROOT / "docker"

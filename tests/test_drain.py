@@ -13,7 +13,6 @@ import asyncio
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,7 +29,7 @@ from app.server.main import create_app
 from app.server.settings import Settings
 from tests.fake_openai import FakeOpenAI, serve
 from tests.llm_fixtures import adapter_dir  # noqa: F401
-from tests.servers import serve_asgi
+from tests.servers import free_port, serve_asgi
 
 logger = logging.getLogger(__name__)
 
@@ -61,14 +60,8 @@ def fake(adapter_dir: Path) -> Iterator[tuple[FakeOpenAI, str]]:  # noqa: F811
         yield fake, url
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _start(encoder_dir: Path, adapter: Path, llm_url: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "TRIAGE_ENCODER_PATH": str(encoder_dir),

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import stat
 import subprocess
 import tempfile
@@ -17,14 +16,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.servers import free_port
+
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "docker" / "triage-image.sh"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _cmdline(pid: Path) -> bytes:
@@ -79,7 +74,7 @@ def test_install_then_start_as_non_root_on_a_read_only_checkpoint(encoder_dir: P
     shutil.copy2(SCRIPT, root / "triage-image.sh")
     (root / "triage-image.sh").chmod(0o755)
 
-    port = _free_port()
+    port = free_port()
     start_env = {
         "PATH": "/usr/bin:/bin",
         "HOME": str(root),

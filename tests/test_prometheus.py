@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ import yaml
 from app.server.auth import add_key
 from app.server.settings import Settings
 from tests.conftest import running_server
+from tests.servers import free_port
 from tests.test_dashboard import DOCKER, alert_queries, dashboard_queries
 
 PROMETHEUS = shutil.which("prometheus")
@@ -78,12 +78,6 @@ def scrape_config(target: str) -> dict[str, Any]:
     assert len(static["targets"]) == 1, f"expected one triage target, found {static['targets']}"
     static["targets"] = [target]
     return config
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(what: str, condition: Any, log: Path | None = None) -> Any:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import pytest
 
 from app.server.settings import Settings
 from tests.conftest import running_server
+from tests.servers import free_port
 
 
 @pytest.fixture(scope="module")
@@ -37,14 +37,8 @@ def test_a_given_request_id_is_echoed_and_a_missing_one_generated(server: str) -
     assert error.status_code == 422 and error.headers["x-request-id"] == "bad-1"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_log_json_makes_every_line_json_with_the_request_id(encoder_dir: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "TRIAGE_LLM_BACKEND": "none", "TRIAGE_ENCODER_PATH": str(encoder_dir)}
     command = [sys.executable, "-m", "app.cli", "--log-json", "serve", "--port", str(port), "--access-log"]
     process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
