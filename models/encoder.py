@@ -19,8 +19,10 @@ from transformers import AutoTokenizer, PreTrainedModel
 
 from models.checkpoint import Manifest, read_manifest
 from models.device import resolve_device, resolve_dtype
-from models.errors import CheckpointError, ModelError
+from models.errors import CheckpointError, HardwareError, ModelError
+from models.fast_path import DEFAULT_SAMPLE_SIZE, DEFAULT_TOLERANCE, PrecisionChoice, choose_precision
 from models.pooling import load_classifier
+from models.relpos import cache_relative_positions
 from models.taxonomy import Taxonomy
 
 logger = logging.getLogger(__name__)
@@ -46,6 +48,7 @@ class EncoderClassifier:
         self, model: PreTrainedModel, tokenizer: Any, manifest: Manifest, device: torch.device, dtype: torch.dtype
     ) -> None:
         self.model = model.eval()
+        cache_relative_positions(self.model)
         self.tokenizer = tokenizer
         self.manifest = manifest
         self.device = device
@@ -59,6 +62,15 @@ class EncoderClassifier:
         self._pad_id = int(tokenizer.pad_token_id)
         self.warmed_up = False
         self.load_seconds = 0.0
+        self.precision = "bfloat16" if dtype == torch.bfloat16 else "float32"
+        self.precision_choice: PrecisionChoice | None = None
+
+    def use_model(self, model: torch.nn.Module, precision: str) -> None:
+        """Serve ``model`` (these weights in another precision: ``models.fast_path.convert``) from now on."""
+        self.model = model.eval()
+        cache_relative_positions(self.model)  # again: the projections in the new precision
+        self.precision = precision
+        self.dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto", dtype: str = "auto") -> EncoderClassifier:
@@ -169,15 +181,32 @@ class EncoderClassifier:
             "base_model": self.manifest.base_model,
             "device": str(self.device),
             "dtype": str(self.dtype).removeprefix("torch."),
+            "precision": self.precision,
+            "fast_path": self.precision_choice.as_dict() if self.precision_choice else None,
             "warmed_up": self.warmed_up,
             "parameters": sum(p.numel() for p in self.model.parameters()),
         }
 
 
-def load_for_serving(path: str | Path, device: str, dtype: str, threads: int | None = None) -> EncoderClassifier:
-    """Load and warm up an encoder for the server (``threads``: CPU threads for inference; default torch's)."""
+def load_for_serving(
+    path: str | Path,
+    device: str,
+    dtype: str,
+    threads: int | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+    sample_size: int = DEFAULT_SAMPLE_SIZE,
+) -> EncoderClassifier:
+    """Load an encoder for the server in the precision ``dtype`` resolves to (``models.fast_path``), warmed up.
+
+    ``threads``: CPU threads for inference (default torch's); ``tolerance`` and ``sample_size``: the fast path's
+    agreement gate.
+    """
     if threads:
         torch.set_num_threads(threads)
-    encoder = EncoderClassifier.load(path, device=device, dtype=dtype)
+    load_dtype = "float32" if dtype in ("auto", "int8") and resolve_device(device).type == "cpu" else dtype
+    if dtype == "int8" and resolve_device(device).type != "cpu":
+        raise HardwareError("TRIAGE_DTYPE=int8 runs on the CPU only; on a GPU use auto or bfloat16")
+    encoder = EncoderClassifier.load(path, device=device, dtype=load_dtype)
+    encoder.precision_choice = choose_precision(encoder, dtype, path, tolerance, sample_size)
     encoder.warmup()
     return encoder

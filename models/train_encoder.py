@@ -29,6 +29,7 @@ from models.datasets import Dataset, Example, label_matrix, load_dataset, multi_
 from models.device import resolve_device
 from models.encoder import EncoderClassifier, pad_batch
 from models.errors import CheckpointError, DataError, check_arguments
+from models.fast_path import write_agreement_sample
 from models.pooling import POOLINGS, build_classifier, load_classifier, warm_start_parameters
 from models.scoring import score
 from models.tiny import TINY, TOKENIZER_KINDS, tiny_deberta_config, train_bpe_tokenizer
@@ -383,6 +384,7 @@ def train_encoder(data: str | Path, out: str | Path, args: EncoderTrainingArgs, 
         model.to("cpu").save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         manifest.write(tmp)
+        write_agreement_sample(tmp, [ex.text for ex in val])  # what the start-up fast-path gate compares on
         # Split metrics come from the written checkpoint through the serving pipeline, as `triage evaluate` does.
         served = EncoderClassifier.load(tmp, device=args.device)
         pipeline = HybridPipeline.for_taxonomy(served.taxonomy, served.thresholds)

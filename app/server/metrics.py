@@ -49,7 +49,10 @@ class Metrics:
         )
         self.label_predictions = Counter("triage_label_predictions", "Labels predicted", ["label"], registry=r)
         self.model_info = Gauge(
-            "triage_model_info", "Served checkpoints (value 1)", ["tier", "version", "base_model", "device"], registry=r
+            "triage_model_info",
+            "Served checkpoints (value 1)",
+            ["tier", "version", "base_model", "device", "precision"],
+            registry=r,
         )
         self.ready = Gauge("triage_ready", "1 when the encoder is loaded and warmed up", registry=r)
         self.escalations = Counter(

@@ -126,10 +126,16 @@ class ClassificationService:
         self._in_flight = 0
 
     @property
-    def model_info_labels(self) -> tuple[str, str, str, str]:
-        """This service's ``triage_model_info`` labels (tier, version, base model, device)."""
+    def model_info_labels(self) -> tuple[str, str, str, str, str]:
+        """This service's ``triage_model_info`` labels (tier, version, base model, device, precision served)."""
         health = self.encoder.health()
-        return ("encoder", self.encoder.version, str(health["base_model"]), str(health["device"]))
+        return (
+            "encoder",
+            self.encoder.version,
+            str(health["base_model"]),
+            str(health["device"]),
+            str(health.get("precision", "")),
+        )
 
     def _predict(self, batch: list[list[int]]) -> list[Row]:
         return list(self.encoder.predict_ids(batch))

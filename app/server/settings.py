@@ -20,7 +20,22 @@ class Settings(BaseSettings):
 
     encoder_path: Path = Field(DEFAULT_ENCODER_PATH, description="Encoder checkpoint folder to serve.")
     device: str = Field("auto", description="auto (CUDA if present, else CPU), cpu, cuda or cuda:N.")
-    dtype: str = Field("auto", description="auto (bf16 on CUDA, else float32), float32 or bfloat16.")
+    dtype: str = Field(
+        "auto",
+        description="Precision served. auto: bf16 on CUDA; on a CPU, bf16 where it is native (avx512_bf16, AMX), "
+        "else int8, kept only if the agreement gate passes (else float32); float32, bfloat16 or int8 (CPU only) "
+        "as asked.",
+    )
+    fast_path_tolerance: float = Field(
+        0.5,
+        ge=0,
+        le=100,
+        description="F1 points (micro, against float32's own answers on the agreement sample) the CPU fast path of "
+        "dtype=auto may cost before it is refused and float32 is served.",
+    )
+    fast_path_sample: int = Field(
+        256, ge=1, le=100_000, description="Tickets in the fast path's agreement sample (start-up time grows with it)."
+    )
     torch_threads: int | None = Field(None, ge=1, description="CPU threads for inference; default: torch's choice.")
 
     batching: bool = Field(True, description="Dynamic batching; false runs one forward pass per request.")
