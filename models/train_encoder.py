@@ -27,7 +27,7 @@ from models.calibrate import calibrate_logits
 from models.checkpoint import Manifest, atomic_folder, write_model_card
 from models.datasets import Dataset, Example, label_matrix, load_dataset, multi_hot, read_examples
 from models.device import resolve_device
-from models.encoder import EncoderClassifier, pad_batch
+from models.encoder import load_for_serving, pad_batch
 from models.errors import CheckpointError, DataError, check_arguments
 from models.fast_path import write_agreement_sample
 from models.pooling import POOLINGS, build_classifier, load_classifier, warm_start_parameters
@@ -385,8 +385,10 @@ def train_encoder(data: str | Path, out: str | Path, args: EncoderTrainingArgs, 
         tokenizer.save_pretrained(tmp)
         manifest.write(tmp)
         write_agreement_sample(tmp, [ex.text for ex in val])  # what the start-up fast-path gate compares on
-        # Split metrics come from the written checkpoint through the serving pipeline, as `triage evaluate` does.
-        served = EncoderClassifier.load(tmp, device=args.device)
+        # Split metrics come from the written checkpoint through the serving pipeline, in the precision the server
+        # would serve it in on this machine (TRIAGE_DTYPE=auto), as `triage evaluate` does.
+        served = load_for_serving(tmp, device=args.device, dtype="auto")
+        metrics["precision"] = served.precision
         pipeline = HybridPipeline.for_taxonomy(served.taxonomy, served.thresholds)
         for split, examples in dataset.splits.items():
             if split != "train":

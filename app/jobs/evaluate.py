@@ -145,10 +145,10 @@ def escalation_curve(
 def run_evaluation(config: EvalConfig, progress: bool = True) -> dict[str, Any]:
     """Score every system, write ``report.json``, ``report.md`` and PNG plots to ``config.out``; return the report."""
     from models.calibration import apply_temperatures, expected_calibration_error, plot_reliability, reliability_curve
-    from models.encoder import EncoderClassifier
+    from models.encoder import load_for_serving
 
     settings = config.settings
-    encoder = EncoderClassifier.load(config.encoder, device=settings.device)
+    encoder = load_for_serving(config.encoder, **settings.encoder_options())  # the precision served
     ours = encoder.labels
     mapping = load_label_map(config.label_map, ours)
     test_file = resolve_test_file(config.data)
@@ -206,7 +206,11 @@ def run_evaluation(config: EvalConfig, progress: bool = True) -> dict[str, Any]:
         "mean_ece_after": float(np.mean(ece_after)),
         "validation": encoder.manifest.metrics.get("calibration"),
     }
-    report["encoder"] = {"version": encoder.version, "base_model": encoder.manifest.base_model}
+    report["encoder"] = {
+        "version": encoder.version,
+        "base_model": encoder.manifest.base_model,
+        "precision": encoder.precision,
+    }
     if curve:
         tiers = {name: report["overall"][name]["f1_micro"] for name in ("encoder", "llm")}
         plot_escalation_curve(curve, threshold, report["overall"]["hybrid"], config.out / "escalation_curve.png", tiers)

@@ -116,10 +116,10 @@ def calibrate_router(
     ``settings`` is the server's settings object (LLM backend, quantisation, device, merge policy); default: the
     local backend with every other setting at its default.
     """
-    from models.encoder import EncoderClassifier
+    from models.encoder import load_for_serving
 
     settings = settings or Settings(llm_backend="local")
-    encoder = EncoderClassifier.load(encoder_dir, device=settings.device)
+    encoder = load_for_serving(encoder_dir, **settings.encoder_options())  # the precision served
     examples = validation_examples(data)
     merge_policy, _ = resolve_merge_policy(settings.merge_policy, (None, ""))
     pipeline = HybridPipeline.for_taxonomy(encoder.taxonomy, encoder.thresholds, merge_policy=merge_policy)

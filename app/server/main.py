@@ -95,14 +95,7 @@ def _load_service(settings: Settings, metrics: Metrics) -> ClassificationService
     # The forward pass runs in a worker thread between many small Python-level ops, each needing the GIL; with
     # the default 5 ms switch interval a busy event loop holds the forward back at every op.
     sys.setswitchinterval(SWITCH_INTERVAL_S)
-    encoder = load_for_serving(
-        encoder_path,
-        settings.device,
-        settings.dtype,
-        settings.torch_threads,
-        tolerance=settings.fast_path_tolerance,
-        sample_size=settings.fast_path_sample,
-    )
+    encoder = load_for_serving(encoder_path, **settings.encoder_options())
     overhead = settings.batch_overhead_tokens
     if overhead is None:
         overhead = encoder.measure_batch_overhead()

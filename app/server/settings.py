@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -128,6 +128,17 @@ class Settings(BaseSettings):
         if self.llm_adapter_path is not None:
             return self.llm_adapter_path
         return (self.encoder_path if encoder is None else encoder).parent / "adapter"
+
+    def encoder_options(self) -> dict[str, Any]:
+        """``models.encoder.load_for_serving``'s keywords: the server, ``evaluate`` and ``calibrate-router`` load
+        the encoder the same way, so they score the precision that is served."""
+        return {
+            "device": self.device,
+            "dtype": self.dtype,
+            "threads": self.torch_threads,
+            "tolerance": self.fast_path_tolerance,
+            "sample_size": self.fast_path_sample,
+        }
 
     api_keys_file: Path | None = Field(
         None, description="JSON file of hashed API keys with scopes (`triage api-key add`); unset: no keys needed."
