@@ -18,6 +18,7 @@ from app.server.batcher import (
     DeadlineExceeded,
     DynamicBatcher,
     QueueFull,
+    company_wait,
     plan_batches,
 )
 
@@ -480,3 +481,143 @@ def test_a_cancelled_caller_is_removed_from_the_queue() -> None:
 def test_invalid_restart_limits_are_rejected() -> None:
     with pytest.raises(ValueError, match="max_restarts must be >= 0"):
         DynamicBatcher(Recorder(), BatchPolicy(), max_restarts=-1)
+
+
+class Clock:
+    """A predict function whose every call takes ``seconds`` whatever the batch (a pass that is all fixed cost),
+    recording each call's items, start and end (``time.perf_counter``); ``gate`` cleared holds calls back."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.calls: list[tuple[list[int], float, float]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+
+    def __call__(self, items: list[int]) -> list[int]:
+        self.entered.set()
+        self.gate.wait(5)
+        start = time.perf_counter()
+        time.sleep(self.seconds)
+        self.calls.append((list(items), start, time.perf_counter()))
+        return [2 * x for x in items]
+
+    @property
+    def sizes(self) -> list[int]:
+        return [len(items) for items, _, _ in self.calls]
+
+
+async def offer(batcher: DynamicBatcher[int, int], values: Sequence[int], spacing: float) -> dict[int, float]:
+    """Open-loop arrivals: submit each value alone, ``spacing`` seconds apart, whatever the answers; return when
+    all are answered (each must be, within 3 s: far less than the 5 s ``max_wait_s`` of the tests that use this)."""
+    sent: dict[int, float] = {}
+    tasks = []
+    for value in values:
+        sent[value] = time.perf_counter()
+        tasks.append(asyncio.create_task(batcher.submit([value], timeout=3)))
+        await asyncio.sleep(spacing)
+    assert await asyncio.gather(*tasks) == [[2 * v] for v in values]
+    return sent
+
+
+def test_company_wait_pays_only_for_dense_arrivals_while_the_fixed_cost_dominates() -> None:
+    # a pass costs 0.1 s fixed (1000 units at 0.1 ms) + 0.1 ms per item
+    assert company_wait(1, 1, 1000, 1e-4, gap=0.001) == pytest.approx(1e-4 * 999 / 2)  # the next item comes soon
+    assert company_wait(1, 1, 1000, 1e-4, gap=0.2) == 0  # sparse arrivals: run the lone item now
+    assert company_wait(3, 1, 1000, 1e-4, gap=0.001) < company_wait(1, 1, 1000, 1e-4, gap=0.001)  # less as it fills
+    assert company_wait(10, 100, 1000, 1e-4, gap=0.0) == 0  # the queued work already amortises the fixed cost
+    assert company_wait(1, 1, 0, 1e-4, gap=0.0) == 0  # no fixed cost: a bigger batch saves nothing
+
+
+def test_a_lone_request_on_an_idle_worker_is_not_held_when_waiting_cannot_pay() -> None:
+    """Instant predict calls: the fixed cost is nothing next to the 0.2 s between arrivals, so each lone request
+    runs at once instead of waiting the 60 s ``max_wait_s`` (which would miss its 5 s deadline)."""
+    predict = Recorder()
+
+    async def main() -> None:
+        batcher = DynamicBatcher(predict, BatchPolicy(max_batch_size=4, max_wait_s=60))
+        await batcher.start()
+        assert await batcher.submit([1, 2, 3, 4], timeout=5) == [2, 4, 6, 8]  # a full batch runs at once; measured
+        for value in (5, 6, 7):
+            await asyncio.sleep(0.2)
+            assert await batcher.submit([value], timeout=5) == [2 * value]
+        await batcher.stop()
+
+    asyncio.run(main())
+    assert predict.batches == [[1, 2, 3, 4], [5], [6], [7]]
+
+
+@pytest.mark.parametrize(("overhead", "pays"), [(1000.0, True), (0.0, False)])
+def test_an_idle_worker_waits_for_dense_arrivals_only_when_the_fixed_cost_makes_it_pay(
+    overhead: float, pays: bool
+) -> None:
+    """Arrivals 20 ms apart, passes of 0.5 s whatever their size. With a large fixed cost the first arrival after
+    an idle spell waits for the next ones (about 0.25 s at most, not the 5 s ``max_wait_s``); with none it runs
+    alone at once and the others follow in one batch."""
+    predict = Clock(0.5)
+
+    async def main() -> None:
+        policy = BatchPolicy(max_batch_size=8, max_wait_s=5, batch_overhead=overhead)
+        batcher = DynamicBatcher(predict, policy)
+        await batcher.start()
+        await asyncio.gather(*(batcher.submit([v], timeout=3) for v in range(8)))  # a full batch: measured
+        await offer(batcher, range(10, 18), spacing=0.02)
+        await batcher.stop()
+
+    asyncio.run(main())
+    assert predict.sizes[0] == 8 and sum(predict.sizes) == 16
+    if pays:
+        assert predict.sizes[1] >= 2
+    else:
+        assert predict.sizes[1:] == [1, 7]
+
+
+def test_a_busy_worker_starts_the_next_batch_the_moment_the_pass_returns() -> None:
+    """Items queued while a pass runs go next at once, not after ``max_wait_s`` (60 s: their 5 s deadline would
+    pass first)."""
+    predict = Clock(0.0)
+    predict.gate.clear()  # hold the first pass
+
+    async def main() -> None:
+        batcher = DynamicBatcher(predict, BatchPolicy(max_batch_size=4, max_wait_s=60))
+        await batcher.start()
+        first = asyncio.create_task(batcher.submit([0, 1, 2, 3], timeout=5))  # a full batch: runs at once
+        assert await asyncio.to_thread(predict.entered.wait, 5)
+        queued = [asyncio.create_task(batcher.submit([v], timeout=5)) for v in (10, 11, 12)]
+        await asyncio.sleep(0.05)
+        assert batcher.depth == 7
+        predict.gate.set()
+        assert await asyncio.gather(first, *queued) == [[0, 2, 4, 6], [20], [22], [24]]
+        await batcher.stop()
+
+    asyncio.run(main())
+    assert [items for items, _, _ in predict.calls] == [[0, 1, 2, 3], [10, 11, 12]]
+    (_, _, first_end), (_, second_start, _) = predict.calls
+    assert second_start - first_end < 1.0  # an event-loop hop, far below max_wait_s
+
+
+def test_batches_grow_with_the_load_and_the_worker_never_idles_while_items_wait() -> None:
+    """Passes of 50 ms: arrivals 0.25 s apart run alone; arrivals 5 ms apart queue during each pass and go in
+    the next one, which starts when the pass returns."""
+    predict = Clock(0.05)
+
+    async def main() -> tuple[dict[int, float], dict[int, float]]:
+        batcher = DynamicBatcher(predict, BatchPolicy(max_batch_size=32, max_wait_s=5))
+        await batcher.start()
+        await batcher.submit(list(range(1000, 1032)), timeout=3)  # a full batch: runs at once; measured
+        light = await offer(batcher, range(8), spacing=0.25)
+        heavy = await offer(batcher, range(100, 160), spacing=0.005)
+        await batcher.stop()
+        return light, heavy
+
+    light, heavy = asyncio.run(main())
+    calls = predict.calls[1:]
+    light_sizes = [len(items) for items, _, _ in calls if items[0] in light]
+    heavy_sizes = [len(items) for items, _, _ in calls if items[0] in heavy]
+    assert sum(light_sizes) == 8 and sum(heavy_sizes) == 60
+    assert sum(light_sizes) / len(light_sizes) <= 1.5  # (all 1 unless the machine stalls)
+    assert max(heavy_sizes) >= 4 and len(heavy_sizes) <= 30
+    sent = {**light, **heavy}
+    for (_, _, end), (items, start, _) in itertools.pairwise(calls):
+        if min(sent[v] for v in items) < end:  # items were waiting when the previous pass returned
+            assert start - end < 0.5, (items, start - end)  # no wait for company (max_wait_s is 5 s)

@@ -1,11 +1,27 @@
 """A generic asyncio dynamic batcher: a bounded queue, a flush policy, one worker thread, futures to callers.
 
 It knows nothing of tokenizers, models or HTTP. Callers ``submit`` a list of items with a deadline and get the
-predict function's outputs back in order. The worker waits until ``max_batch_size`` items are queued or the oldest
-has waited ``max_wait_s``, plans the queued items into batches of similar cost (token count) where a predict
-call's fixed overhead is worth less than the padding it saves, runs the planned batch holding the oldest item in a
-single worker thread, off the event loop, and plans the rest again with whatever arrived meanwhile. Unbatched
-(``batching=False``), each request's items are one batch, through the same bounded queue and worker.
+predict function's outputs back in order. The worker plans the queued items into batches of similar cost (token
+count) where a predict call's fixed overhead is worth less than the padding it saves, runs the planned batch
+holding the oldest item in a single worker thread, off the event loop, and plans the rest again with whatever
+arrived meanwhile. Unbatched (``batching=False``), each request's items are one batch, through the same bounded
+queue and worker.
+
+When a batch starts (the flush rule):
+- busy: when a forward pass returns with items queued (they arrived while it ran, or were planned out of it), the
+  next batch is planned and started at once, without waiting for more. One batch is in flight while the next one
+  forms, the forward pass never idles while items wait, and batches grow with the load by themselves (to about
+  what arrives during one pass).
+- idle: an item that finds the worker idle waits for company only while that pays by the cost model. A pass over
+  ``n`` items costs ``o + n*c`` seconds: ``o`` is the fixed part (``batch_overhead`` cost units at the measured
+  seconds per unit), ``c`` the padded work of one item (the widest queued). Taking the next arrival along, ``g``
+  seconds away (the moving average of the gaps between ``submit`` calls), instead of running it in a pass of its
+  own after this one, lowers the items' total latency iff ``(n + 1)*g < o - n*c``. So the worker waits while that
+  holds and no longer than ``(o - n*c)/(n + 1)`` after the last arrival (less than half a fixed pass cost), and
+  never past ``max_wait_s`` after the oldest item arrived. At low load (``g`` large) and once the queued items
+  amortise the fixed cost (``n*c >= o``) a lone item runs at once. Before the first batch and the first gap are
+  measured the cost of waiting is unknown, and the worker waits up to ``max_wait_s`` (a plain deadline batcher).
+- a full batch (``max_batch_size`` queued) or ``stop`` flushes at once.
 
 Every caller gets an answer: ``stop`` drains before it closes and never cancels a running batch, and a crash of
 the worker loop fails only the items it held before the loop restarts (or, crashing again and again, gives up).
@@ -72,6 +88,8 @@ class BatchPolicy:
     max_batch_tokens: int = 8192
     """Budget on padded tokens: batch length x longest item."""
     max_wait_s: float = 0.005
+    """Longest an item that found the worker idle waits for company; it waits less, or not at all, when the cost
+    model says waiting does not pay (see the module docstring)."""
     max_queue: int = 1024
     sort_window: int = 4
     """How many batches' worth of the queue's head are planned together."""
@@ -121,6 +139,20 @@ def plan_batches(costs: Sequence[int], policy: BatchPolicy) -> list[list[int]]:
         batches.append(order[begin:end])
         end = begin
     return batches[::-1]
+
+
+def company_wait(queued: int, widest: float, overhead: float, unit_seconds: float, gap: float) -> float:
+    """How long after the last arrival an idle worker holding ``queued`` items should wait for the next one; 0:
+    run them now.
+
+    ``overhead``: the fixed cost of a predict call and ``widest``: the widest queued item's cost (both in cost
+    units), ``unit_seconds``: the measured seconds per cost unit, ``gap``: the expected seconds to the next arrival.
+    With the fixed part ``o = overhead * unit_seconds`` and one item's work ``c = widest * unit_seconds``, waiting
+    for the next item instead of running it in a pass of its own lowers the total latency iff
+    ``(queued + 1) * gap < o - queued * c``; the wait is bounded by ``(o - queued * c) / (queued + 1)``.
+    """
+    limit = unit_seconds * (overhead - queued * widest) / (queued + 1)
+    return limit if 0 <= gap < limit else 0.0
 
 
 class BatchObserver(Protocol):
@@ -185,6 +217,9 @@ class DynamicBatcher(Generic[T, R]):
         self._restarts = 0
         self._observer_errors = 0
         self._item_seconds: float | None = None  # moving average of inference seconds per item; None: no batch yet
+        self._unit_seconds: float | None = None  # ... per cost unit, the fixed part included (the flush rule's cost)
+        self._gap: float | None = None  # moving average of the seconds between accepted submits; None: < 2 yet
+        self._last_arrival: float | None = None  # perf_counter time of the last accepted submit
         self._failures = FailureLog(logger, f"{name}: predict")
 
     @property
@@ -276,6 +311,11 @@ class DynamicBatcher(Generic[T, R]):
         wait = self.expected_wait(len(values))
         if budget is not None and wait is not None and self.depth > 0 and wait > budget:
             raise QueueFull(self.depth, self.policy.max_queue, self.retry_after(), expected_wait=wait)
+        now = time.perf_counter()
+        if self._last_arrival is not None:
+            gap = now - self._last_arrival
+            self._gap = gap if self._gap is None else 0.8 * self._gap + 0.2 * gap
+        self._last_arrival = now
         loop = asyncio.get_running_loop()
         request = next(self._requests)
         items = [_Item[T, R](v, self._cost(v), loop.create_future(), request) for v in values]
@@ -355,33 +395,43 @@ class DynamicBatcher(Generic[T, R]):
         self._report_depth()
 
     async def _loop(self) -> None:
+        idle = True  # no batch has run since the queue was last empty
         while True:
             if not self._queue:
                 if self._closing:
                     return
+                idle = True
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            if self.policy.batching:
-                await self._fill()
+            if idle and self.policy.batching:
+                await self._fill()  # only an idle worker waits for company; a busy one starts the next batch at once
+            idle = False
             batch = self._next_batch()
             if batch:
                 await self._run_batch(batch)
 
     async def _fill(self) -> None:
-        """Wait until a full batch is queued, the oldest item has waited ``max_wait_s``, or the batcher stops."""
-        deadline = self._queue[0].enqueued + self.policy.max_wait_s
-        while (
-            self._queue
-            and not self._closing
-            and len(self._queue) < self.policy.max_batch_size
-            and (left := deadline - time.perf_counter()) > 0
-        ):
+        """Wait while waiting for company pays (the flush rule, module docstring): until a full batch is queued, the
+        flush time passes with no new arrival, or the batcher stops."""
+        while self._queue and not self._closing and len(self._queue) < self.policy.max_batch_size:
+            left = self._flush_at() - time.perf_counter()
+            if left <= 0:
+                return
             self._wakeup.clear()
             try:
                 await asyncio.wait_for(self._wakeup.wait(), left)
             except TimeoutError:
                 return
+
+    def _flush_at(self) -> float:
+        """When the queued items should run if nothing more arrives (``time.perf_counter`` time)."""
+        deadline = self._queue[0].enqueued + self.policy.max_wait_s
+        if self._unit_seconds is None or self._gap is None or self._last_arrival is None:
+            return deadline  # nothing measured yet: whether waiting pays is unknown
+        widest = max(i.cost for i in self._queue)
+        wait = company_wait(len(self._queue), widest, self.policy.batch_overhead, self._unit_seconds, self._gap)
+        return min(deadline, self._last_arrival + wait)
 
     def _next_batch(self) -> list[_Item[T, R]]:
         """Take the next batch off the queue: the planned batch holding the oldest item, or (unbatched) the oldest
@@ -440,7 +490,10 @@ class DynamicBatcher(Generic[T, R]):
         waits = [start - i.enqueued for i in batch]
         per_item = seconds / len(batch)
         self._item_seconds = per_item if self._item_seconds is None else 0.8 * self._item_seconds + 0.2 * per_item
-        self._observe(len(batch), len(batch) * max(i.cost for i in batch), waits, seconds)
+        padded = len(batch) * max(i.cost for i in batch)
+        per_unit = seconds / max(self.policy.batch_overhead + padded, 1e-9)
+        self._unit_seconds = per_unit if self._unit_seconds is None else 0.8 * self._unit_seconds + 0.2 * per_unit
+        self._observe(len(batch), padded, waits, seconds)
         self._report_depth()
 
     def _timed_predict(self, values: list[T]) -> tuple[Sequence[R], float, float]:
