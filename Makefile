@@ -9,7 +9,7 @@ PORT ?= 8000
 # the Kubernetes API the manifests in deploy/k8s are checked against (schemas shipped by kubernetes-validate)
 K8S_VERSION ?= 1.31.0
 
-.PHONY: install serve build-default test lint test-slow report bench clean
+.PHONY: install serve build-default test lint test-slow report bench peers bench-peers clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,25 @@ report: build-default
 
 bench: build-default
 	$(BIN)/triage bench --architecture mdeberta-v3-base --concurrency 32
+
+# the serving peers of `triage bench --peers` (optional): BentoML and Ray Serve beside triage (the `peers` extra);
+# Infinity in a venv of its own, $(PEERS_DIR)/infinity, with this venv's torch and transformers: its server extra pins
+# click<8.2 and typer 0.12, which transformers 5's huggingface_hub cannot have, so that extra's other packages are
+# listed here instead (Infinity's CLI runs on the newer click and typer)
+PEERS_DIR ?= .peers
+INFINITY ?= infinity-emb==0.0.78
+INFINITY_SERVER := fastapi orjson prometheus-fastapi-instrumentator posthog pydantic "rich>=13,<14" "uvicorn[standard]>=0.32,<0.33"
+
+peers: install
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[dev,peers]"
+	mkdir -p $(PEERS_DIR) && echo '*' > $(PEERS_DIR)/.gitignore
+	test -x $(PEERS_DIR)/infinity/bin/python || $(PYTHON) -m venv $(PEERS_DIR)/infinity
+	$(PEERS_DIR)/infinity/bin/python -m pip install -q --disable-pip-version-check "$(TORCH)"
+	$(PEERS_DIR)/infinity/bin/python -m pip install -q --disable-pip-version-check "$(INFINITY)" $(INFINITY_SERVER) \
+		"transformers==$$($(BIN)/python -c 'import transformers; print(transformers.__version__)')"
+
+bench-peers: peers build-default
+	$(BIN)/triage bench --peers --architecture mdeberta-v3-base
 
 clean:
 	rm -rf $(VENV) data checkpoints bench .mypy_cache .ruff_cache .pytest_cache

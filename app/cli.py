@@ -254,6 +254,8 @@ def _ablate(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    if args.peers is not None:
+        return _bench_peers(args)
     from app.jobs.bench import BenchConfig, run_bench
 
     config = BenchConfig(
@@ -264,11 +266,68 @@ def _bench(args: argparse.Namespace) -> int:
         raw_batch_sizes=tuple(args.raw_batch_sizes),
         dtype=args.dtype,
         threads=args.threads,
-        out=args.out,
+        out=args.out or Path("bench/results.json"),
         data=args.data,
+        max_batch_size=args.max_batch_size,
     )
     run_bench(config, progress=not args.quiet)
     return 0
+
+
+def _bench_precision(args: argparse.Namespace) -> int:
+    from app.jobs.precision import PrecisionBenchConfig, run_precision_bench
+
+    config = PrecisionBenchConfig(
+        architecture=args.architecture,
+        encoder=args.encoder,
+        data=args.data,
+        repeats=args.repeats,
+        batch_size=args.batch_size,
+        batches=args.batches,
+        sample=args.sample,
+        tolerance=args.tolerance,
+        threads=args.threads,
+        out=args.out,
+    )
+    run_precision_bench(config, progress=not args.quiet)
+    return 0
+
+
+def _bench_peers(args: argparse.Namespace) -> int:
+    from app.jobs.bench_peers import SYSTEMS, PeersConfig, run_peers
+
+    names = SYSTEMS if args.peers == "all" else ("triage", *(n.strip() for n in args.peers.split(",") if n.strip()))
+    if unknown := [name for name in names if name not in SYSTEMS]:
+        print(
+            f"triage bench: unknown peer(s) {', '.join(unknown)}; choose from {', '.join(SYSTEMS[1:])}", file=sys.stderr
+        )
+        return 2
+    config = PeersConfig(
+        architecture=args.architecture,
+        encoder=args.encoder,
+        data=args.data,
+        systems=tuple(dict.fromkeys(names)),
+        concurrency_levels=tuple(args.concurrency_levels),
+        requests=args.requests,
+        dtype=args.peer_dtype,
+        triage_dtype=args.dtype,
+        threads=args.threads,
+        max_batch_size=args.max_batch_size,
+        out=args.out or Path("bench/peers.json"),
+    )
+    run_peers(config, progress=not args.quiet)
+    return 0
+
+
+def _int_list(value: str) -> list[int]:
+    """``1,8,32,128`` -> [1, 8, 32, 128] (positive integers)."""
+    try:
+        numbers = [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {value!r}") from None
+    if not numbers or min(numbers) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {value!r}")
+    return numbers
 
 
 def job_settings(args: argparse.Namespace) -> Settings:
@@ -421,6 +480,28 @@ def _soak(args: argparse.Namespace) -> int:
     return 0 if result["lost"] == 0 and result["unexpected"] == 0 and result["refused_without_retry_after"] == 0 else 1
 
 
+def _load_curve(args: argparse.Namespace) -> int:
+    from app.jobs.load_curve import LoadCurveConfig, format_load_curve, run_load_curve
+
+    config = LoadCurveConfig(
+        architecture=args.architecture,
+        encoder=args.encoder,
+        data=args.data,
+        dtype=args.dtype,
+        threads=args.threads,
+        max_batch_size=args.max_batch_size,
+        fractions=tuple(args.fractions),
+        requests_per_level=args.requests_per_level,
+        capacity_requests=args.capacity_requests,
+        concurrency=args.concurrency,
+        out=args.out,
+    )
+    result = run_load_curve(config, progress=not args.quiet)
+    print(format_load_curve(result))
+    lost = sum(level["lost"] + level["unexpected"] + level["refused_without_retry_after"] for level in result["levels"])
+    return 0 if lost == 0 else 1
+
+
 def _doctor(args: argparse.Namespace) -> int:
     from app.jobs.doctor import diagnose, render, write_json
     from app.server.settings import Settings
@@ -464,6 +545,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("bench/soak.json"))
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_soak)
+
+    p = sub.add_parser(
+        "bench-precision", help="the encoder in float32 (stock and cached positions), bf16 and int8: speed and answers"
+    )
+    p.add_argument(
+        "--architecture",
+        choices=["checkpoint", "mdeberta-v3-base"],
+        default="checkpoint",
+        help="checkpoint: the --encoder checkpoint; mdeberta-v3-base: that architecture, random weights",
+    )
+    p.add_argument("--encoder", type=Path, default=DEFAULT_CHECKPOINTS / "encoder")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="tickets to time (and test.jsonl to score)")
+    p.add_argument("--repeats", type=int, default=20, help="batch-of-1 passes per variant (the median is reported)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batches", type=int, default=4, help="batches per variant for the throughput figure")
+    p.add_argument("--sample", type=int, default=256, help="tickets in the agreement sample")
+    p.add_argument("--tolerance", type=float, default=0.5, help="the gate's tolerance, F1 points (as the server)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads")
+    p.add_argument("--out", type=Path, default=Path("bench/precision.json"), help="JSON; the PNG goes beside it")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_bench_precision)
+
+    p = sub.add_parser("load-curve", help="latency against offered load (open loop, Poisson) on a real server")
+    p.add_argument(
+        "--architecture",
+        choices=["checkpoint", "mdeberta-v3-base"],
+        default="checkpoint",
+        help="checkpoint: the --encoder checkpoint; mdeberta-v3-base: that architecture, random weights",
+    )
+    p.add_argument("--encoder", type=Path, default=DEFAULT_CHECKPOINTS / "encoder")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="tickets to send (test.jsonl in this folder)")
+    p.add_argument("--dtype", default="auto", help="the server's TRIAGE_DTYPE (auto, float32, bfloat16, int8)")
+    p.add_argument("--threads", type=int, default=None, help="the server's TRIAGE_TORCH_THREADS")
+    p.add_argument("--max-batch-size", type=int, default=32, help="the server's TRIAGE_MAX_BATCH_SIZE")
+    p.add_argument(
+        "--fractions",
+        type=float,
+        nargs="+",
+        default=[0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.2],
+        help="offered load as fractions of the measured capacity (0.5, the acceptance level, is always added)",
+    )
+    p.add_argument("--requests-per-level", type=int, default=500, help="Poisson requests at each fraction")
+    p.add_argument("--capacity-requests", type=int, default=0, help="closed-loop requests (0: about 10 s worth)")
+    p.add_argument("--concurrency", type=int, default=0, help="closed-loop clients (0: twice --max-batch-size)")
+    p.add_argument("--out", type=Path, default=Path("bench/load_curve.json"), help="JSON; the PNG goes beside it")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_load_curve)
 
     p = sub.add_parser("doctor", help="installed packages, the GPU, and memory plans for serving and QLoRA training")
     p.add_argument("--gpu", help="plan for this GPU instead of the detected one: rtx4090, rtx3090, l4, a10g, ...")
@@ -599,7 +727,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("checkpoints"))
     p.set_defaults(func=_rollback)
 
-    p = sub.add_parser("bench", help="raw encoder vs served (batched and unbatched) throughput, one run")
+    p = sub.add_parser(
+        "bench",
+        help="raw encoder vs served (batched and unbatched) throughput, one run; --peers: triage vs serving peers",
+    )
     p.add_argument(
         "--architecture",
         choices=["checkpoint", "mdeberta-v3-base"],
@@ -611,9 +742,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--requests", type=int, default=256, help="requests per served run")
     p.add_argument("--raw-batch-sizes", type=int, nargs="+", default=[1, 8, 16, 32, 64])
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "float32", "bfloat16", "int8"],
+        help="triage's TRIAGE_DTYPE (raw and served runs); auto: the precision the server picks (CPU fast path)",
+    )
+    p.add_argument(
+        "--peer-dtype",
+        default="float32",
+        choices=["float32", "bfloat16"],
+        help="--peers: the precision the peers load the model in (float32: what their CPU docs show)",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch threads for raw and served runs")
-    p.add_argument("--out", type=Path, default=Path("bench/results.json"))
+    p.add_argument("--max-batch-size", type=int, default=32, help="TRIAGE_MAX_BATCH_SIZE, and the peers' batch size")
+    p.add_argument(
+        "--peers",
+        nargs="?",
+        const="all",
+        default=None,
+        metavar="NAMES",
+        help="compare triage with serving peers instead (naive,bentoml,ray,infinity; default all): same model, "
+        "tickets and load client; --requests per system and level; writes bench/peers.json and .png",
+    )
+    p.add_argument(
+        "--concurrency-levels",
+        type=_int_list,
+        default=[1, 8, 32, 128],
+        help="with --peers: concurrent clients at each level, comma-separated (default 1,8,32,128)",
+    )
+    p.add_argument("--out", type=Path, default=None, help="JSON (default bench/results.json, bench/peers.json)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_bench)
     return parser

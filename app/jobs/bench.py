@@ -21,8 +21,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,7 @@ class BenchConfig:
     concurrency: int = 32
     requests: int = 256
     raw_batch_sizes: tuple[int, ...] = (1, 8, 16, 32, 64)
-    dtype: str = "float32"
+    dtype: str = "auto"
     threads: int | None = None
     out: Path = Path("bench/results.json")
     data: Path = Path("data/eurochef")
@@ -113,10 +113,9 @@ def measure_raw(
     are queued, without HTTP, queueing or the event loop.
     """
     from app.server.batcher import BatchPolicy, plan_batches
-    from models.encoder import EncoderClassifier
+    from models.encoder import load_for_serving
 
-    encoder = EncoderClassifier.load(checkpoint, device="auto", dtype=dtype)
-    encoder.warmup()
+    encoder = load_for_serving(checkpoint, device="auto", dtype=dtype)  # as the server loads it
     ids = encoder.encode(texts)
     policy = BatchPolicy(max_batch_size=max_batch_size, batch_overhead=encoder.measure_batch_overhead())
     planned = [
@@ -174,17 +173,52 @@ def served(
         **env_overrides,
     }
     cmd = [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--timeout-keep-alive", "120"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    with server_process(cmd, env, port, "/ready", startup_timeout, pid) as url:
+        yield url
+
+
+@contextmanager
+def server_process(
+    cmd: Sequence[str],
+    env: Mapping[str, str],
+    port: int,
+    ready_path: str,
+    startup_timeout: float = 600.0,
+    pid: list[int] | None = None,
+    log: Path | None = None,
+    cwd: Path | None = None,
+) -> Iterator[str]:
+    """Run ``cmd`` (a server listening on loopback ``port``); yield its base URL once ``GET ready_path`` answers
+    200, then stop it and every process it started.
+
+    The server's stderr (and stdout) go to ``log`` when given (servers that log a lot would fill a pipe), else
+    stderr to a pipe read if it exits during start-up. The process id is appended to ``pid`` when given.
+    """
+    import psutil
+
     url = f"http://127.0.0.1:{port}"
+    sink = log.open("w") if log is not None else None
+    proc = subprocess.Popen(
+        list(cmd),
+        env=dict(env),
+        cwd=cwd,
+        stdout=sink if sink is not None else subprocess.DEVNULL,
+        stderr=sink if sink is not None else subprocess.PIPE,
+        text=True,
+    )
     if pid is not None:
         pid.append(proc.pid)
     try:
         deadline = time.monotonic() + startup_timeout
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}")
+                if log is not None:
+                    output = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
+                else:
+                    output = proc.stderr.read() if proc.stderr else ""
+                raise RuntimeError(f"server exited with {proc.returncode}: {output}")
             try:
-                if httpx.get(f"{url}/ready", timeout=1.0).status_code == 200:
+                if httpx.get(f"{url}{ready_path}", timeout=1.0).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
@@ -193,17 +227,47 @@ def served(
             time.sleep(0.2)
         yield url
     finally:
+        try:
+            children = psutil.Process(proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            children = []
         proc.terminate()
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
+        _, alive = psutil.wait_procs(children, timeout=10)  # workers its own shutdown did not end
+        for child in alive:
+            with suppress(psutil.NoSuchProcess):
+                child.kill()
+        if sink is not None:
+            sink.close()
+
+
+def triage_payload(text: str) -> dict[str, Any]:
+    """One ticket, the way triage's POST /classify takes it."""
+    return {"text": text}
 
 
 async def load_test(
-    url: str, texts: Sequence[str], concurrency: int, label: str, progress: bool = True
+    url: str,
+    texts: Sequence[str],
+    concurrency: int,
+    label: str,
+    progress: bool = True,
+    *,
+    path: str = "/classify",
+    payload: Callable[[str], Any] = triage_payload,
+    metrics_path: str | None = "/metrics",
+    errors_as_failures: bool = False,
 ) -> dict[str, Any]:
-    """``concurrency`` clients send one ticket per request until all ``texts`` are sent."""
+    """``concurrency`` clients send one ticket per request until all ``texts`` are sent.
+
+    Each request is ``POST path`` with the JSON ``payload(text)``: the client, timing and percentiles are the same
+    whatever server answers. The mean batch size comes from triage's ``metrics_path`` (None: not asked). A
+    connection error or timeout raises, unless ``errors_as_failures`` counts it under its exception's name.
+    """
     queue: asyncio.Queue[str] = asyncio.Queue()
     for text in texts:
         queue.put_nowait(text)
@@ -217,17 +281,23 @@ async def load_test(
             while not queue.empty():
                 text = queue.get_nowait()
                 start = time.perf_counter()
-                response = await client.post("/classify", json={"text": text})
-                if response.status_code == 200:
-                    latencies.append(time.perf_counter() - start)
+                try:
+                    response = await client.post(path, json=payload(text))
+                except httpx.HTTPError as exc:
+                    if not errors_as_failures:
+                        raise
+                    failures[type(exc).__name__] = failures.get(type(exc).__name__, 0) + 1
                 else:
-                    failures[str(response.status_code)] = failures.get(str(response.status_code), 0) + 1
+                    if response.status_code == 200:
+                        latencies.append(time.perf_counter() - start)
+                    else:
+                        failures[str(response.status_code)] = failures.get(str(response.status_code), 0) + 1
                 bar.update(1)
 
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         seconds = time.perf_counter() - start
-        metrics = (await client.get("/metrics")).text
+        metrics = (await client.get(metrics_path)).text if metrics_path is not None else ""
     bar.close()
     lat = np.asarray(latencies) * 1000
     return {
@@ -236,6 +306,8 @@ async def load_test(
         "p99_ms": round(float(np.percentile(lat, 99)), 1) if len(lat) else None,
         "failures": failures,
         "mean_batch_size": _mean_batch_size(metrics),
+        "requests": len(texts),
+        "ok": len(latencies),
     }
 
 
