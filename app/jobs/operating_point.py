@@ -85,21 +85,16 @@ def arbitrate(
     enc = multi_hot([decisions[i].labels for i in rows], names)
     llm = multi_hot([llm_labels[i] for i in rows], names)
     tiers = {"encoder": enc, "llm": llm, "union": np.maximum(enc, llm), "agree": np.minimum(enc, llm)}
+    scores = {tier: score(y[rows], pred, names).per_label for tier, pred in tiers.items()}
     table: dict[str, dict[str, float]] = {}
     per_label: dict[str, Tier] = {}
     for j, label in enumerate(names):
-        f1 = {tier: _f1(y[rows, j], pred[:, j]) for tier, pred in tiers.items()}
+        f1 = {tier: per_tier[label]["f1"] for tier, per_tier in scores.items()}
         table[label] = {**f1, "support": float(y[rows, j].sum())}
         best = max(("llm", "union", "agree"), key=lambda t: f1[t])
         if f1[best] >= f1["encoder"] + margin:
             per_label[label] = cast(Tier, best)
     return MergePolicy(default="encoder", per_group=per_label), table
-
-
-def _f1(truth: np.ndarray, pred: np.ndarray) -> float:
-    tp = float(np.sum((truth == 1) & (pred == 1)))
-    fp, fn = float(np.sum((truth == 0) & (pred == 1))), float(np.sum((truth == 1) & (pred == 0)))
-    return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
 
 
 def calibrate_router(
