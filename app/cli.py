@@ -6,13 +6,16 @@ Each subcommand is a thin wrapper over an importable function; heavy imports hap
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from app.server.logging_setup import configure_logging
+
+C = TypeVar("C")
 
 if TYPE_CHECKING:
     from app.server.settings import Settings
@@ -253,6 +256,13 @@ def _ablate(args: argparse.Namespace) -> int:
     return 0
 
 
+def config_from_args(cls: type[C], args: argparse.Namespace, **overrides: Any) -> C:
+    """A job's config dataclass from the parsed arguments of the same names (``overrides`` win; fields with no
+    argument keep their defaults)."""
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}  # type: ignore[arg-type]
+    return cls(**{**given, **overrides})
+
+
 def _bench(args: argparse.Namespace) -> int:
     if args.peers is not None:
         return _bench_peers(args)
@@ -277,19 +287,7 @@ def _bench(args: argparse.Namespace) -> int:
 def _bench_precision(args: argparse.Namespace) -> int:
     from app.jobs.precision import PrecisionBenchConfig, run_precision_bench
 
-    config = PrecisionBenchConfig(
-        architecture=args.architecture,
-        encoder=args.encoder,
-        data=args.data,
-        repeats=args.repeats,
-        batch_size=args.batch_size,
-        batches=args.batches,
-        sample=args.sample,
-        tolerance=args.tolerance,
-        threads=args.threads,
-        out=args.out,
-    )
-    run_precision_bench(config, progress=not args.quiet)
+    run_precision_bench(config_from_args(PrecisionBenchConfig, args), progress=not args.quiet)
     return 0
 
 
@@ -483,19 +481,7 @@ def _soak(args: argparse.Namespace) -> int:
 def _load_curve(args: argparse.Namespace) -> int:
     from app.jobs.load_curve import LoadCurveConfig, format_load_curve, run_load_curve
 
-    config = LoadCurveConfig(
-        architecture=args.architecture,
-        encoder=args.encoder,
-        data=args.data,
-        dtype=args.dtype,
-        threads=args.threads,
-        max_batch_size=args.max_batch_size,
-        fractions=tuple(args.fractions),
-        requests_per_level=args.requests_per_level,
-        capacity_requests=args.capacity_requests,
-        concurrency=args.concurrency,
-        out=args.out,
-    )
+    config = config_from_args(LoadCurveConfig, args, fractions=tuple(args.fractions))
     result = run_load_curve(config, progress=not args.quiet)
     print(format_load_curve(result))
     lost = sum(level["lost"] + level["unexpected"] + level["refused_without_retry_after"] for level in result["levels"])
