@@ -44,8 +44,6 @@ from-scratch run can stall on a plateau (loss ≈ 1.0, macro-F1 < 0.1 after 8 ep
 DEFAULT_ADAPTER = {"max_train_examples": 2000, "max_eval_examples": 300, "tiny_pretrain_epochs": 6}
 """The tiny adapter pre-trains and trains on the first 2,000 tickets and scores 300 per split: version 2's tickets
 are longer, and encoder + adapter must train within the 8-minute build budget on 2 cores."""
-CALIBRATION_MIN_POSITIVES = 8
-"""A label with fewer positives in the calibration file shares the global temperature (220 tickets: few)."""
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -206,9 +204,8 @@ def build_default(
 
 
 def calibrate_default(encoder_dir: Path, adapter_dir: Path | None, data: Path, calibration: Path | None) -> None:
-    """Temperatures and thresholds, then the 15 % operating point and per-label arbitration, on ``calibration``."""
-    from app.jobs.operating_point import RouterTarget, calibrate_router
-    from models.calibrate import calibrate_checkpoint
+    """Calibrate the built default on ``calibration`` (else, with a warning, the generated validation split)."""
+    from app.jobs.operating_point import calibrate_for_traffic
 
     if calibration is None or not calibration.exists():
         logger.warning(
@@ -217,15 +214,7 @@ def calibrate_default(encoder_dir: Path, adapter_dir: Path | None, data: Path, c
             calibration,
         )
         calibration = data / "validation.jsonl"
-    calibrate_checkpoint(encoder_dir, calibration, min_positives=CALIBRATION_MIN_POSITIVES)
-    has_adapter = adapter_dir is not None and (adapter_dir / "triage_manifest.json").exists()
-    router = calibrate_router(
-        encoder_dir,
-        calibration,
-        RouterTarget(escalation=DEFAULT_TARGET_ESCALATION),
-        adapter=adapter_dir if has_adapter else None,
-        arbitrate_labels=has_adapter,
-    )
+    router = calibrate_for_traffic(encoder_dir, calibration, DEFAULT_TARGET_ESCALATION, adapter_dir)
     print(
         f"calibrated on {calibration}: escalation threshold {router['escalation_threshold']:.4f}, "
         f"merge policy {router.get('merge_policy', 'default')}"
@@ -416,6 +405,7 @@ def _retrain(args: argparse.Namespace) -> int:
             metric=args.metric,
             margin=args.margin,
             target_escalation=args.target_escalation,
+            calibration=args.calibration,
             epochs=args.epochs,
             seed=args.seed,
         ),
@@ -704,6 +694,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", default="f1_micro", choices=["f1_micro", "f1_macro", "exact_match"])
     p.add_argument("--margin", type=float, default=0.0, help="promote if candidate >= current - margin")
     p.add_argument("--target-escalation", type=float, default=0.15)
+    p.add_argument(
+        "--calibration",
+        type=Path,
+        help="labelled tickets that look like traffic (e.g. evalsets/proxy/validation.jsonl): temperatures, "
+        "thresholds and the operating point are fitted on them (default: the dataset's generated validation split)",
+    )
     p.add_argument("--epochs", type=int)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")

@@ -3,13 +3,16 @@
 import json
 import random
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
+import pytest
 
 from app.jobs.retrain import RetrainConfig, retrain, rollback
 from app.server.settings import Settings
 from models.checkpoint import read_manifest
+from models.errors import DataError
 from tests.conftest import running_server
 from tests.llm_fixtures import adapter_dir  # noqa: F401
 
@@ -58,11 +61,18 @@ def test_retrain_promotes_better_refuses_worse_and_rolls_back(tmp_path: Path, da
 def test_a_plain_default_folder_is_adopted_as_a_version(tmp_path: Path, encoder_dir: Path, dataset_dir: Path) -> None:
     out = tmp_path / "checkpoints"
     shutil.copytree(encoder_dir, out / "default" / "encoder")  # what `triage build-default` leaves
-    decision = retrain(RetrainConfig(data=dataset_dir, out=out, epochs=1, margin=1.0), progress=False)
+    traffic = Path(shutil.copy(dataset_dir / "validation.jsonl", tmp_path / "traffic.jsonl"))  # stands in for the proxy
+    config = RetrainConfig(data=dataset_dir, out=out, epochs=1, margin=1.0, calibration=traffic)
+    decision = retrain(config, progress=False)
     assert decision["promoted"]  # margin 1.0: anything not worse by a full point of F1
     version = read_manifest(encoder_dir).version
     assert (out / "versions" / version / "encoder").is_dir()
     assert (out / "default").is_symlink()
+    candidate = read_manifest(Path(decision["candidate"]) / "encoder")
+    assert candidate.metrics["calibration"]["data"] == str(traffic)  # temperatures and thresholds fitted on it
+    assert candidate.router_threshold()[1].endswith(f"on {traffic}")  # and the operating point
+    with pytest.raises(DataError, match="calibration file does not exist"):
+        retrain(replace(config, calibration=tmp_path / "missing.jsonl"), progress=False)
 
 
 def test_retrain_without_adapter_carries_the_served_adapter_forward(

@@ -183,3 +183,30 @@ def _llm_labels(settings: Settings, adapter: Path, texts: list[str]) -> list[lis
         return out
     finally:
         llm.unload()
+
+
+CALIBRATION_MIN_POSITIVES = 8
+"""A label with fewer positives in the calibration file shares the global temperature (220 tickets: few)."""
+
+
+def calibrate_for_traffic(
+    encoder_dir: Path,
+    calibration: Path,
+    target_escalation: float,
+    adapter_dir: Path | None = None,
+    min_positives: int = CALIBRATION_MIN_POSITIVES,
+) -> dict[str, Any]:
+    """Temperatures and thresholds, then the operating point (and, with an adapter, per-label arbitration), all on
+    one labelled file that looks like traffic (the proxy's validation half): so that the configured escalation rate
+    holds on real tickets. ``build-default`` and ``retrain --calibration`` both call it; returns the router choice."""
+    from models.calibrate import calibrate_checkpoint
+
+    calibrate_checkpoint(encoder_dir, calibration, min_positives=min_positives)
+    has_adapter = adapter_dir is not None and (adapter_dir / "triage_manifest.json").exists()
+    return calibrate_router(
+        encoder_dir,
+        calibration,
+        RouterTarget(escalation=target_escalation),
+        adapter=adapter_dir if has_adapter else None,
+        arbitrate_labels=has_adapter,
+    )

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from app.jobs.evaluate import EvalConfig, run_evaluation
-from app.jobs.operating_point import RouterTarget, calibrate_router
+from app.jobs.operating_point import RouterTarget, calibrate_for_traffic, calibrate_router
 from app.server.settings import Settings
 from models.checkpoint import read_manifest
 from models.errors import DataError
@@ -46,6 +46,10 @@ class RetrainConfig:
     metric: str = "f1_micro"
     margin: float = 0.0
     target_escalation: float = 0.15
+    calibration: Path | None = None
+    """Labelled tickets that look like traffic: temperatures, thresholds and the operating point are fitted on them
+    (``calibrate_for_traffic``), so the candidate's escalation rate holds on real tickets; None: the generated
+    validation split (thresholds from training, the operating point on it)."""
     epochs: int | None = None
     seed: int = 0
     keep: int = DEFAULT_KEEP
@@ -70,6 +74,8 @@ def retrain(config: RetrainConfig, progress: bool = True) -> dict[str, Any]:
     """Run every stage; return the decision (promoted or not, both metrics, paths)."""
     from models.train_encoder import EncoderTrainingArgs, train_encoder
 
+    if config.calibration is not None and not config.calibration.is_file():
+        raise DataError(f"{config.calibration}: the calibration file does not exist")
     if not (config.data / "test.jsonl").exists():
         raise DataError(f"{config.data}: retrain compares versions on test.jsonl, which this folder lacks")
     store = VersionStore(config.out, config.pointer, keep=config.keep)
@@ -97,8 +103,15 @@ def retrain(config: RetrainConfig, progress: bool = True) -> dict[str, Any]:
             logger.info("carried the served adapter forward unchanged from %s", current)
 
         stage += 1
-        started = _stage(stage, total, f"calibrate-router (target escalation {config.target_escalation:.0%})")
-        calibrate_router(building / "encoder", config.data, RouterTarget(escalation=config.target_escalation))
+        target = f"target escalation {config.target_escalation:.0%}"
+        if config.calibration is not None:
+            started = _stage(stage, total, f"calibrate on {config.calibration} ({target})")
+            calibrate_for_traffic(
+                building / "encoder", config.calibration, config.target_escalation, building / "adapter"
+            )
+        else:
+            started = _stage(stage, total, f"calibrate-router ({target})")
+            calibrate_router(building / "encoder", config.data, RouterTarget(escalation=config.target_escalation))
         timings["calibrate_router"] = time.perf_counter() - started
 
         stage += 1
