@@ -28,6 +28,23 @@ def test_encoder_in_bf16_on_cuda_agrees_with_fp32_on_cpu(encoder_dir: Path) -> N
     assert np.abs(np.asarray(cpu) - np.asarray(gpu)).max() < 0.05
 
 
+def test_cached_relative_positions_on_cuda_equal_the_stock_forward() -> None:
+    import copy
+
+    from models.relpos import cache_relative_positions
+    from tests.test_relpos import batch, model
+
+    stock = model().to("cuda", torch.bfloat16)
+    cached = copy.deepcopy(stock)
+    assert cache_relative_positions(cached) == 2
+    for lengths in ([1], [40, 12], [128, 5]):
+        ids, mask = (t.to("cuda") for t in batch(lengths))
+        with torch.inference_mode():
+            expected = stock(input_ids=ids, attention_mask=mask).logits
+            got = cached(input_ids=ids, attention_mask=mask).logits
+        torch.testing.assert_close(got, expected, rtol=0.02, atol=0.05)
+
+
 def test_nf4_experts_on_cuda_answer_like_the_dense_model(adapter_dir: Path) -> None:  # noqa: F811
     from transformers import AutoConfig, AutoModelForCausalLM
 
