@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Precision = Literal["float32", "bfloat16", "int8"]
-PRECISIONS: tuple[Precision, ...] = ("float32", "bfloat16", "int8")
 SAMPLE_FILE = "agreement_sample.jsonl"
 DEFAULT_SAMPLE_SIZE = 256
 DEFAULT_TOLERANCE = 0.5
@@ -76,9 +75,7 @@ class PrecisionChoice:
         return asdict(self)
 
 
-def agreement_cost(
-    reference: np.ndarray, candidate: np.ndarray, encoder: EncoderClassifier
-) -> tuple[float, np.ndarray, np.ndarray]:
+def agreement_cost(reference: np.ndarray, candidate: np.ndarray, encoder: EncoderClassifier) -> float:
     """F1 points the candidate's served labels lose against the reference's: ``100 × (1 − F1 micro)``.
 
     Both are (n, labels) calibrated probabilities; the encoder's pipeline (thresholds, taxonomy rules) turns them
@@ -90,8 +87,8 @@ def agreement_cost(
     ref = multi_hot([d.labels for d in pipeline.decide_batch(reference)], encoder.labels)
     cand = multi_hot([d.labels for d in pipeline.decide_batch(candidate)], encoder.labels)
     if not ref.any() and not cand.any():
-        return 0.0, ref, cand
-    return round(100.0 * (1.0 - score(ref, cand, list(encoder.labels)).f1_micro), 3), ref, cand
+        return 0.0
+    return round(100.0 * (1.0 - score(ref, cand, list(encoder.labels)).f1_micro), 3)
 
 
 def agreement_sample(checkpoint: str | Path, n: int = DEFAULT_SAMPLE_SIZE) -> tuple[list[str], str]:
@@ -151,14 +148,14 @@ def choose_precision(
         return PrecisionChoice(requested, "int8", "as configured")
     if requested != "auto" or encoder.device.type != "cpu":
         served: Precision = "bfloat16" if encoder.dtype == torch.bfloat16 else "float32"
-        return PrecisionChoice(requested, served, "as configured" if requested != "auto" else "bf16 on CUDA")
+        return PrecisionChoice(requested, served, "as configured" if requested != "auto" else f"{served} on CUDA")
     candidate = cpu_candidate()
     texts, source = agreement_sample(checkpoint, sample_size)
     reference, float32_seconds = _timed_predict(encoder, texts)
     original = encoder.model
     encoder.use_model(convert(copy.deepcopy(original), candidate), candidate)
     probs, candidate_seconds = _timed_predict(encoder, texts)
-    cost, _, _ = agreement_cost(reference, probs, encoder)
+    cost = agreement_cost(reference, probs, encoder)
     why = "native bf16 on this CPU" if candidate == "bfloat16" else "no native bf16 on this CPU"
     if cost > tolerance:
         logger.warning(
@@ -170,6 +167,7 @@ def choose_precision(
             tolerance,
         )
         encoder.use_model(original, "float32")
+        release_memory()  # the refused copy
         served = "float32"
         reason = f"{candidate} refused: costs {cost:.2f} F1 points > {tolerance:.2f}"
     else:

@@ -32,13 +32,13 @@ def test_training_writes_the_agreement_sample_the_gate_reads(encoder_dir: Path) 
 
 def test_agreement_cost_counts_changed_answers(encoder_dir: Path, fp32_probs: np.ndarray) -> None:
     encoder = EncoderClassifier.load(encoder_dir, device="cpu", dtype="float32")
-    assert agreement_cost(fp32_probs, fp32_probs, encoder)[0] == 0.0
-    assert agreement_cost(fp32_probs, np.zeros_like(fp32_probs), encoder)[0] == 100.0  # nothing answered
+    assert agreement_cost(fp32_probs, fp32_probs, encoder) == 0.0
+    assert agreement_cost(fp32_probs, np.zeros_like(fp32_probs), encoder) == 100.0  # nothing answered
     flipped = fp32_probs.copy()
     flipped[:10] = 1.0 - flipped[:10]  # ten tickets answered differently
-    few = agreement_cost(fp32_probs, flipped, encoder)[0]
+    few = agreement_cost(fp32_probs, flipped, encoder)
     flipped[:100] = 1.0 - fp32_probs[:100]
-    assert 0.0 < few < agreement_cost(fp32_probs, flipped, encoder)[0] < 100.0
+    assert 0.0 < few < agreement_cost(fp32_probs, flipped, encoder) < 100.0
 
 
 @needs_bf16
@@ -51,7 +51,7 @@ def test_auto_on_this_cpu_serves_bf16_when_it_agrees(encoder_dir: Path, fp32_pro
     assert {p.dtype for p in encoder.model.parameters()} == {torch.bfloat16}
     assert encoder.health()["precision"] == "bfloat16"
     texts, _ = agreement_sample(encoder_dir)
-    assert agreement_cost(fp32_probs, encoder.predict_texts(texts), encoder)[0] == choice.cost_f1_points
+    assert agreement_cost(fp32_probs, encoder.predict_texts(texts), encoder) == choice.cost_f1_points
 
 
 def test_a_fast_path_over_tolerance_is_refused_and_fp32_served_unchanged(

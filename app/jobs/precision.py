@@ -106,7 +106,7 @@ def run_precision_bench(config: PrecisionBenchConfig, progress: bool = True) -> 
             "precision": precision,
             "batch1_ms": _latency_ms(encoder, stream, config.repeats),
             f"batch{config.batch_size}_tickets_per_s": _throughput(encoder, stream, config.batch_size, config.batches),
-            "cost_f1_points": agreement_cost(reference, probs, encoder)[0],
+            "cost_f1_points": agreement_cost(reference, probs, encoder),
         }
         if test:
             pipeline = HybridPipeline.for_taxonomy(encoder.taxonomy, encoder.thresholds)
