@@ -245,6 +245,18 @@ def _ablate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_arguments(p: argparse.ArgumentParser, data_help: str) -> None:
+    """--architecture, --encoder and --data: what the benchmarks serve and send."""
+    p.add_argument(
+        "--architecture",
+        choices=["checkpoint", "mdeberta-v3-base"],
+        default="checkpoint",
+        help="checkpoint: the --encoder checkpoint; mdeberta-v3-base: that architecture, random weights",
+    )
+    p.add_argument("--encoder", type=Path, default=DEFAULT_CHECKPOINTS / "encoder")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help=data_help)
+
+
 def config_from_args(cls: type[C], args: argparse.Namespace, **overrides: Any) -> C:
     """A job's config dataclass from the parsed arguments of the same names (``overrides`` win; fields with no
     argument keep their defaults)."""
@@ -525,14 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "bench-precision", help="the encoder in float32 (stock and cached positions), bf16 and int8: speed and answers"
     )
-    p.add_argument(
-        "--architecture",
-        choices=["checkpoint", "mdeberta-v3-base"],
-        default="checkpoint",
-        help="checkpoint: the --encoder checkpoint; mdeberta-v3-base: that architecture, random weights",
-    )
-    p.add_argument("--encoder", type=Path, default=DEFAULT_CHECKPOINTS / "encoder")
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="tickets to time (and test.jsonl to score)")
+    _model_arguments(p, "tickets to time (and test.jsonl to score)")
     p.add_argument("--repeats", type=int, default=20, help="batch-of-1 passes per variant (the median is reported)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--batches", type=int, default=4, help="batches per variant for the throughput figure")
@@ -544,14 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_bench_precision)
 
     p = sub.add_parser("load-curve", help="latency against offered load (open loop, Poisson) on a real server")
-    p.add_argument(
-        "--architecture",
-        choices=["checkpoint", "mdeberta-v3-base"],
-        default="checkpoint",
-        help="checkpoint: the --encoder checkpoint; mdeberta-v3-base: that architecture, random weights",
-    )
-    p.add_argument("--encoder", type=Path, default=DEFAULT_CHECKPOINTS / "encoder")
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="tickets to send (test.jsonl in this folder)")
+    _model_arguments(p, "tickets to send (test.jsonl in this folder)")
     p.add_argument("--dtype", default="auto", help="the server's TRIAGE_DTYPE (auto, float32, bfloat16, int8)")
     p.add_argument("--threads", type=int, default=None, help="the server's TRIAGE_TORCH_THREADS")
     p.add_argument("--max-batch-size", type=int, default=32, help="the server's TRIAGE_MAX_BATCH_SIZE")
@@ -713,14 +711,7 @@ def build_parser() -> argparse.ArgumentParser:
         "bench",
         help="raw encoder vs served (batched and unbatched) throughput, one run; --peers: triage vs serving peers",
     )
-    p.add_argument(
-        "--architecture",
-        choices=["checkpoint", "mdeberta-v3-base"],
-        default="checkpoint",
-        help="checkpoint: the --encoder checkpoint; mdeberta-v3-base: that architecture, random weights",
-    )
-    p.add_argument("--encoder", type=Path, default=DEFAULT_CHECKPOINTS / "encoder")
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="tickets to send (test.jsonl in this folder)")
+    _model_arguments(p, "tickets to send (test.jsonl in this folder)")
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--requests", type=int, default=256, help="requests per served run")
     p.add_argument("--raw-batch-sizes", type=int, nargs="+", default=[1, 8, 16, 32, 64])
