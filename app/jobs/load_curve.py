@@ -31,6 +31,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from app.jobs.bench import load_test, load_texts, random_mdeberta_checkpoint, served
+from app.jobs.soak import Outcome, bucket_quantile_ms, request_duration_buckets, summarise_outcomes
 
 ACCEPTANCE_FRACTION = 0.5
 ACCEPTANCE_RATIO = 2.0
@@ -73,15 +74,9 @@ class Counters:
     @classmethod
     def parse(cls, metrics_text: str) -> Counters:
         values: dict[str, float] = {}
-        buckets: list[tuple[float, float]] = []
         for line in metrics_text.splitlines():
-            if line.startswith("#") or not line.strip():
-                continue
             name, _, value = line.rpartition(" ")
-            if name.startswith("triage_request_duration_seconds_bucket{") and 'route="/classify"' in name:
-                le = name.split('le="', 1)[1].split('"', 1)[0]
-                buckets.append((float("inf") if le == "+Inf" else float(le), float(value)))
-            elif 'tier="encoder"' in name:
+            if not line.startswith("#") and 'tier="encoder"' in name:
                 values[name.split("{", 1)[0]] = float(value)
         return cls(
             forward_s=values.get("triage_inference_seconds_sum", 0.0),
@@ -89,7 +84,7 @@ class Counters:
             tickets=values.get("triage_batch_size_sum", 0.0),
             queue_wait_s=values.get("triage_queue_wait_seconds_sum", 0.0),
             waits=values.get("triage_queue_wait_seconds_count", 0.0),
-            buckets=tuple(sorted(buckets)),
+            buckets=tuple(request_duration_buckets(metrics_text)),
         )
 
     def __sub__(self, before: Counters) -> Counters:
@@ -105,9 +100,7 @@ class Counters:
 
     def quantile_bound_ms(self, q: float) -> float | None:
         """The upper bound of the bucket holding the ``q`` quantile of the server-side latency (None: unbounded)."""
-        total = self.buckets[-1][1] if self.buckets else 0.0
-        upper = next((le for le, count in self.buckets if total and count >= q * total), None)
-        return None if upper is None or upper == float("inf") else round(upper * 1000, 1)
+        return bucket_quantile_ms(self.buckets, q)
 
 
 async def _counters(client: httpx.AsyncClient) -> Counters:
@@ -149,7 +142,7 @@ async def offer_level(
     """Open loop: ``n`` one-ticket requests at Poisson times of mean ``rate``/s; every outcome and its latency from
     the scheduled send time."""
     schedule = poisson_schedule(rate, n, seed)
-    outcomes: list[tuple[str, float, bool]] = []  # status (or the client error's name), seconds, Retry-After given
+    outcomes: list[Outcome] = []
     bar = tqdm(total=n, desc=label, unit="req", disable=not progress)
     lateness: list[float] = []
 
@@ -174,29 +167,11 @@ async def offer_level(
     await asyncio.gather(*tasks)
     spent = await _counters(client) - before
     bar.close()
-    statuses: dict[str, int] = {}
-    for status, _, _ in outcomes:
-        statuses[status] = statuses.get(status, 0) + 1
-    answered = np.asarray([s for status, s, _ in outcomes if status == "200"]) * 1000
-    refused = [has for status, _, has in outcomes if status in ("429", "503")]
-
-    def pct(q: float) -> float | None:
-        return round(float(np.percentile(answered, q)), 2) if len(answered) else None
-
     return {
         "target_per_s": round(rate, 2),
         "offered_per_s": round((n - 1) / sent_s, 2) if n > 1 and sent_s > 0 else round(rate, 2),
         "sent": n,
-        "statuses": statuses,
-        "answered": statuses.get("200", 0),
-        "refused": len(refused),
-        "lost": sum(v for k, v in statuses.items() if not k.isdigit()),
-        "unexpected": sum(v for k, v in statuses.items() if k.isdigit() and k not in ("200", "429", "503")),
-        "refused_without_retry_after": sum(1 for has in refused if not has),
-        "p50_ms": pct(50),
-        "p90_ms": pct(90),
-        "p99_ms": pct(99),
-        "max_ms": round(float(answered.max()), 2) if len(answered) else None,
+        **summarise_outcomes(outcomes, percentiles=(50, 90, 99)),
         "server_p50_le_ms": spent.quantile_bound_ms(0.5),
         "server_p99_le_ms": spent.quantile_bound_ms(0.99),
         "mean_batch_size": round(spent.tickets / spent.passes, 2) if spent.passes else None,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from app.jobs.bench import load_test, load_texts, served
 
 EXPECTED = ("200", "429", "503")
 """Answered, or refused with a Retry-After: anything else under overload is a bug."""
+Outcome = tuple[str, float, bool]
+"""One request: its status (or the client error's name), its latency in seconds, whether Retry-After came back."""
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,7 @@ def _rss_mib(pid: int) -> float | None:
 
 async def _offer(url: str, texts: list[str], rate: float, seconds: float, timeout: float, pid: int) -> dict[str, Any]:
     """Send ``rate`` requests per second for ``seconds``, on schedule; collect every outcome."""
-    outcomes: list[tuple[str, float, bool]] = []  # status (or error name), seconds, Retry-After present
+    outcomes: list[Outcome] = []
     rss: list[float] = []
     limits = httpx.Limits(max_connections=1024, max_keepalive_connections=256)
     async with httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits) as client:
@@ -82,43 +85,57 @@ async def _offer(url: str, texts: list[str], rate: float, seconds: float, timeou
         offered_s = time.perf_counter() - started
         await asyncio.gather(*tasks)
         server_side = server_quantiles((await client.get("/metrics")).text)
-    statuses: dict[str, int] = {}
-    for status, _, _ in outcomes:
-        statuses[status] = statuses.get(status, 0) + 1
-    answered = np.asarray([s for status, s, _ in outcomes if status == "200"]) * 1000
-    refused = [(status, has) for status, _, has in outcomes if status in ("429", "503")]
     return {
         "sent": sent,
         "offered_per_s": round(sent / offered_s, 1),
-        "statuses": statuses,
-        "lost": sum(n for status, n in statuses.items() if not status.isdigit()),
-        "unexpected": sum(
-            n for status, n in statuses.items() if status.isdigit() and status not in ("200", "429", "503")
-        ),
-        "refused_without_retry_after": sum(1 for _, has in refused if not has),
-        "p50_ms": round(float(np.percentile(answered, 50)), 1) if len(answered) else None,
-        "p99_ms": round(float(np.percentile(answered, 99)), 1) if len(answered) else None,
-        "max_ms": round(float(answered.max()), 1) if len(answered) else None,
+        **summarise_outcomes(outcomes),
         "rss_mib": {"start": rss[0], "max": max(rss), "end": rss[-1]} if rss else None,
         "server_ms": server_side,
     }
 
 
-def server_quantiles(metrics_text: str, route: str = "/classify") -> dict[str, float | None]:
-    """p50/p99 of the server's own request latency (``triage_request_duration_seconds``), from its buckets: the
-    time inside the server, without the load generator's own backlog."""
+def summarise_outcomes(outcomes: Sequence[Outcome], percentiles: Sequence[int] = (50, 99)) -> dict[str, Any]:
+    """Statuses, what was lost (client errors), unexpected (not 200/429/503) or refused without Retry-After, and
+    latency percentiles of the answered requests, in ms: the verdict ``soak`` and ``load-curve`` both give."""
+    statuses: dict[str, int] = {}
+    for status, _, _ in outcomes:
+        statuses[status] = statuses.get(status, 0) + 1
+    answered = np.asarray([s for status, s, _ in outcomes if status == "200"]) * 1000
+    refused = [has for status, _, has in outcomes if status in ("429", "503")]
+    return {
+        "statuses": statuses,
+        "answered": len(answered),
+        "refused": len(refused),
+        "lost": sum(n for status, n in statuses.items() if not status.isdigit()),
+        "unexpected": sum(n for status, n in statuses.items() if status.isdigit() and status not in EXPECTED),
+        "refused_without_retry_after": sum(1 for has in refused if not has),
+        **{f"p{q}_ms": round(float(np.percentile(answered, q)), 1) if len(answered) else None for q in percentiles},
+        "max_ms": round(float(answered.max()), 1) if len(answered) else None,
+    }
+
+
+def request_duration_buckets(metrics_text: str, route: str = "/classify") -> list[tuple[float, float]]:
+    """(upper bound in s, cumulative count) of the server's ``triage_request_duration_seconds`` for ``route``."""
     buckets: list[tuple[float, float]] = []
     for line in metrics_text.splitlines():
         if line.startswith("triage_request_duration_seconds_bucket{") and f'route="{route}"' in line:
             le = line.split('le="', 1)[1].split('"', 1)[0]
             buckets.append((float("inf") if le == "+Inf" else float(le), float(line.split()[-1])))
-    buckets.sort()
+    return sorted(buckets)
+
+
+def bucket_quantile_ms(buckets: Sequence[tuple[float, float]], q: float) -> float | None:
+    """The upper bound (ms) of the bucket holding the ``q`` quantile; None when unbounded or empty."""
     total = buckets[-1][1] if buckets else 0.0
-    out: dict[str, float | None] = {}
-    for name, q in (("p50", 0.5), ("p99", 0.99)):
-        upper = next((b for b, count in buckets if total and count >= q * total), None)
-        out[name] = None if upper is None or upper == float("inf") else round(upper * 1000, 1)
-    return out
+    upper = next((b for b, count in buckets if total and count >= q * total), None)
+    return None if upper is None or upper == float("inf") else round(upper * 1000, 1)
+
+
+def server_quantiles(metrics_text: str, route: str = "/classify") -> dict[str, float | None]:
+    """p50/p99 of the server's own request latency (``triage_request_duration_seconds``), from its buckets: the
+    time inside the server, without the load generator's own backlog."""
+    buckets = request_duration_buckets(metrics_text, route)
+    return {name: bucket_quantile_ms(buckets, q) for name, q in (("p50", 0.5), ("p99", 0.99))}
 
 
 def run_soak(config: SoakConfig, progress: bool = True) -> dict[str, Any]:
