@@ -245,6 +245,27 @@ def server_process(
             sink.close()
 
 
+def tree_rss_mib(pid: int) -> float | None:
+    """Resident memory of a process and all its descendants, MiB (None once it is gone).
+
+    Pages shared between processes (forked workers) count once per process, as ``ps`` shows them.
+    """
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return None
+    total = 0
+    for process in processes:
+        try:
+            total += process.memory_info().rss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return total / 2**20
+
+
 def triage_payload(text: str) -> dict[str, Any]:
     """One ticket, the way triage's POST /classify takes it."""
     return {"text": text}

@@ -40,6 +40,7 @@ from app.jobs.bench import (
     random_mdeberta_checkpoint,
     served,
     server_process,
+    tree_rss_mib,
     triage_payload,
 )
 
@@ -149,27 +150,6 @@ class PeersConfig:
     startup_timeout_s: float = 600.0
     rss_interval_s: float = 0.2
     peers: Mapping[str, Peer] = field(default_factory=lambda: PEERS)
-
-
-def tree_rss_mib(pid: int) -> float | None:
-    """Resident memory of a process and all its descendants, MiB (None once it is gone).
-
-    Pages shared between processes (forked workers) count once per process, as ``ps`` shows them.
-    """
-    import psutil
-
-    try:
-        root = psutil.Process(pid)
-        processes = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return None
-    total = 0
-    for process in processes:
-        try:
-            total += process.memory_info().rss
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return total / 2**20
 
 
 @contextmanager

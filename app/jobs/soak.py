@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from app.jobs.bench import load_test, load_texts, served
+from app.jobs.bench import load_test, load_texts, served, tree_rss_mib
 
 EXPECTED = ("200", "429", "503")
 """Answered, or refused with a Retry-After: anything else under overload is a bug."""
@@ -42,16 +42,6 @@ class SoakConfig:
     """The server's TRIAGE_MAX_ACTIVE_REQUESTS (its default)."""
     request_timeout_s: float = 30.0
     out: Path = Path("bench/soak.json")
-
-
-def _rss_mib(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
 
 
 async def _offer(url: str, texts: list[str], rate: float, seconds: float, timeout: float, pid: int) -> dict[str, Any]:
@@ -79,7 +69,7 @@ async def _offer(url: str, texts: list[str], rate: float, seconds: float, timeou
             while sent < due:
                 tasks.append(asyncio.create_task(one(texts[sent % len(texts)])))
                 sent += 1
-            if sent % 50 == 0 and (value := _rss_mib(pid)) is not None:
+            if sent % 50 == 0 and (value := tree_rss_mib(pid)) is not None:
                 rss.append(value)
             await asyncio.sleep(min(0.01, 1 / rate))
         offered_s = time.perf_counter() - started
