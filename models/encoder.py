@@ -203,9 +203,10 @@ def load_for_serving(
     """
     if threads:
         torch.set_num_threads(threads)
-    load_dtype = "float32" if dtype in ("auto", "int8") and resolve_device(device).type == "cpu" else dtype
-    if dtype == "int8" and resolve_device(device).type != "cpu":
+    on_cpu = resolve_device(device).type == "cpu"
+    if dtype == "int8" and not on_cpu:
         raise HardwareError("TRIAGE_DTYPE=int8 runs on the CPU only; on a GPU use auto or bfloat16")
+    load_dtype = "float32" if dtype in ("auto", "int8") and on_cpu else dtype  # the fast path starts from float32
     encoder = EncoderClassifier.load(path, device=device, dtype=load_dtype)
     encoder.precision_choice = choose_precision(encoder, dtype, path, tolerance, sample_size)
     encoder.warmup()

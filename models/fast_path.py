@@ -91,6 +91,11 @@ def agreement_cost(reference: np.ndarray, candidate: np.ndarray, encoder: Encode
     return round(100.0 * (1.0 - score(ref, cand, list(encoder.labels)).f1_micro), 3)
 
 
+def within_tolerance(cost: float, tolerance: float) -> bool:
+    """The gate's rule: a candidate is kept when its agreement cost is at most the tolerance (F1 points)."""
+    return cost <= tolerance
+
+
 def agreement_sample(checkpoint: str | Path, n: int = DEFAULT_SAMPLE_SIZE) -> tuple[list[str], str]:
     """Up to ``n`` ticket texts to compare precisions on, and where they came from."""
     path = Path(checkpoint) / SAMPLE_FILE
@@ -157,7 +162,7 @@ def choose_precision(
     probs, candidate_seconds = _timed_predict(encoder, texts)
     cost = agreement_cost(reference, probs, encoder)
     why = "native bf16 on this CPU" if candidate == "bfloat16" else "no native bf16 on this CPU"
-    if cost > tolerance:
+    if not within_tolerance(cost, tolerance):
         logger.warning(
             "fast path %s refused: it costs %.2f F1 points against float32 on %d tickets (tolerance %.2f); "
             "serving float32",

@@ -63,7 +63,7 @@ def run_precision_bench(config: PrecisionBenchConfig, progress: bool = True) -> 
     from app.jobs.bench import load_texts, random_mdeberta_checkpoint
     from models.datasets import label_matrix, multi_hot, read_examples
     from models.encoder import EncoderClassifier
-    from models.fast_path import agreement_cost, agreement_sample, convert, cpu_candidate
+    from models.fast_path import agreement_cost, agreement_sample, convert, cpu_candidate, within_tolerance
     from models.pooling import load_classifier
     from models.scoring import score
     from router.pipeline import HybridPipeline
@@ -137,7 +137,7 @@ def run_precision_bench(config: PrecisionBenchConfig, progress: bool = True) -> 
         "auto": {
             "candidate": candidate,
             "cost_f1_points": gate["cost_f1_points"],
-            "served": candidate if gate["cost_f1_points"] <= config.tolerance else "float32",
+            "served": candidate if within_tolerance(gate["cost_f1_points"], config.tolerance) else "float32",
         },
     }
     config.out.parent.mkdir(parents=True, exist_ok=True)
