@@ -6,7 +6,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -20,9 +21,12 @@ TOKENIZER_KINDS = ("bpe", "bytelevel")
 
 
 def train_bpe_tokenizer(
-    texts: Iterable[str], vocab_size: int = 8000, max_length: int = 256, kind: str = "bpe"
+    texts: Iterable[str], vocab_size: int = 8000, max_length: int = 256, kind: str = "bpe", lowercase: bool = False
 ) -> PreTrainedTokenizerFast:
     """A BPE tokenizer trained on ``texts``, wrapped for ``save_pretrained``.
+
+    ``lowercase`` adds a lower-casing normaliser (saved with the tokenizer, so serving applies it too): "FACTURE",
+    "Facture" and "facture" become the same pieces, as the n-gram baseline's vectoriser sees them.
 
     ``bpe``: NFKC + Metaspace pieces over the characters seen in training (an unseen character is ``[UNK]``).
     ``bytelevel``: NFKC + lower-case-free byte-level BPE: every byte is in the alphabet, so no text is ever
@@ -32,7 +36,9 @@ def train_bpe_tokenizer(
     if kind not in TOKENIZER_KINDS:
         raise ValueError(f"tokenizer kind must be one of {', '.join(TOKENIZER_KINDS)}, found {kind!r}")
     tok = Tokenizer(models.BPE(unk_token=None if kind == "bytelevel" else "[UNK]"))
-    tok.normalizer = normalizers.NFKC()
+    tok.normalizer = (
+        normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()]) if lowercase else normalizers.NFKC()
+    )
     if kind == "bytelevel":
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
         tok.decoder = decoders.ByteLevel()
@@ -60,6 +66,28 @@ def train_bpe_tokenizer(
         mask_token="[MASK]",
         model_max_length=max_length,
     )
+
+
+@contextmanager
+def bpe_dropout(tokenizer: Any, probability: float) -> Iterator[None]:
+    """Within the block, ``tokenizer`` (a fast tokenizer over a BPE model) skips each merge with ``probability``.
+
+    BPE-dropout (Provilkov et al., 2020): the same word is split into different, smaller pieces from call to call.
+    The tokenizer is restored on exit, so what it saves and serves splits deterministically. The ``tokenizers``
+    library draws from its own unseeded generator: training with dropout is not bit-reproducible.
+    """
+    if not probability:
+        yield
+        return
+    model = tokenizer.backend_tokenizer.model
+    if not isinstance(model, models.BPE):
+        raise ValueError(f"BPE-dropout needs a BPE tokenizer, found {type(model).__name__}")
+    previous = model.dropout
+    model.dropout = probability
+    try:
+        yield
+    finally:
+        model.dropout = previous
 
 
 def tiny_deberta_config(

@@ -8,6 +8,7 @@ from models.checkpoint import read_manifest
 from models.encoder import EncoderClassifier
 from models.errors import DataError
 from models.taxonomy import load_taxonomy
+from models.tiny import bpe_dropout, train_bpe_tokenizer
 from models.train_encoder import EncoderTrainingArgs, _average_precision, train_encoder
 
 
@@ -69,3 +70,34 @@ def test_a_selection_file_picks_the_epoch(dataset_dir: Path, tmp_path: Path) -> 
     assert len(scores) == 2 and all(0 < s <= 1 for s in scores)
     assert manifest.metrics["best_epoch"] == 1 + int(np.argmax(scores))
     assert manifest.training_args["select_on"] == str(dataset_dir / "test.jsonl")
+
+
+def test_bpe_dropout_splits_differently_inside_the_block_and_deterministically_after() -> None:
+    tokenizer = train_bpe_tokenizer(["subscription invoice payment"] * 50, vocab_size=120)
+    whole = tokenizer.tokenize("subscription invoice")
+    with bpe_dropout(tokenizer, 0.5):
+        splits = {tuple(tokenizer.tokenize("subscription invoice")) for _ in range(20)}
+    assert len(splits) > 1 and all(len(split) >= len(whole) for split in splits)
+    assert tokenizer.tokenize("subscription invoice") == whole
+    assert tokenizer.backend_tokenizer.model.dropout is None
+
+
+def test_tokenizer_settings_are_validated() -> None:
+    with pytest.raises(DataError, match="tiny_lowercase and bpe_dropout"):
+        EncoderTrainingArgs(base_model="microsoft/mdeberta-v3-base", tiny_lowercase=True)
+    with pytest.raises(DataError, match=r"bpe_dropout=1\.0"):
+        EncoderTrainingArgs.for_base_model("tiny", bpe_dropout=1.0)
+
+
+def test_a_lower_casing_tokenizer_is_saved_with_the_checkpoint(dataset_dir: Path, tmp_path: Path) -> None:
+    args = EncoderTrainingArgs.for_base_model(
+        "tiny", epochs=1, tiny_vocab_size=1000, max_length=64, tiny_lowercase=True, bpe_dropout=0.1
+    )
+    manifest = train_encoder(dataset_dir, tmp_path / "encoder", args, progress=False)
+    assert manifest.training_args["tiny_lowercase"] and manifest.training_args["bpe_dropout"] == 0.1
+    encoder = EncoderClassifier.load(tmp_path / "encoder", device="cpu")
+    # serving splits as training did: case-blind, and without the training-time dropout
+    assert encoder.encode(["MY INVOICE IS WRONG"]) == encoder.encode(["my invoice is wrong"])
+    assert encoder.encode(["subscription"] * 10) == [encoder.encode(["subscription"])[0]] * 10
+    saved = json.loads((tmp_path / "encoder" / "tokenizer.json").read_text())
+    assert saved["model"]["dropout"] is None
